@@ -1,0 +1,113 @@
+"""The public, programmatic API: ``configure()``, ``identify()``, ``capture()``, ``stats()``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.trace import TracerProvider
+
+from .headers import sanitize
+from .processor import PostHogSpanProcessor, active_processors
+from .propagator import (
+    PostHogPropagator,
+    PostHogResponsePropagator,
+    install_request_id_generator,
+)
+from .request_state import current_state
+from .runtime import STATS
+
+log = logging.getLogger("otel_posthog")
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message)
+
+
+def configure(tracer_provider: TracerProvider | None = None, **settings: Any) -> PostHogSpanProcessor:
+    """Add the PostHog bridge to an OpenTelemetry setup; returns its span processor.
+
+    Uses ``tracer_provider``, else the global SDK provider (creating and setting one only
+    when none is set). Adds :class:`PostHogPropagator` to the global propagator, keeping
+    the existing ones, and installs the response propagator that sets ``X-Request-ID``.
+    Calling it again returns the processor already added. Call it before instrumenting.
+    """
+    provider = tracer_provider
+    if provider is None:
+        current = trace.get_tracer_provider()
+        if isinstance(current, TracerProvider):
+            provider = current
+        else:
+            provider = TracerProvider()
+            trace.set_tracer_provider(provider)
+    existing = getattr(provider, "_otel_posthog_processor", None)
+    if isinstance(existing, PostHogSpanProcessor):
+        return existing
+    processor = PostHogSpanProcessor(**settings)
+    provider.add_span_processor(processor)
+    provider._otel_posthog_processor = processor  # type: ignore[attr-defined]
+    install_request_id_generator(provider)
+    install_propagators()
+    return processor
+
+
+def install_propagators() -> None:
+    """Add :class:`PostHogPropagator` to the global one and set the response propagator."""
+    current = propagate.get_global_textmap()
+    members = getattr(current, "_propagators", [current])
+    if not any(isinstance(p, PostHogPropagator) for p in members):
+        propagate.set_global_textmap(CompositePropagator([*members, PostHogPropagator()]))
+    try:
+        from opentelemetry.instrumentation.propagators import set_global_response_propagator
+    except ImportError:
+        return
+    set_global_response_propagator(PostHogResponsePropagator())
+
+
+def identify(distinct_id: str) -> bool:
+    """Set the person of the current request's events. False outside a request."""
+    state = current_state()
+    person = sanitize(str(distinct_id)) if distinct_id is not None else None
+    if state is None or not person:
+        _warn_once("identify", "otel_posthog.identify() called outside a request: ignored")
+        return False
+    state.identified_id = person
+    if not state.finished and state.span is not None and _span_attributes_on():
+        if state.span.is_recording():
+            state.span.set_attribute("enduser.id", person)
+    return True
+
+
+def capture(event: str, properties: Mapping[str, Any] | None = None) -> bool:
+    """Send ``event`` with the current request's person, session and request id.
+
+    Emitted when the request ends, so an ``identify()`` later in the same request applies.
+    False (and nothing sent) outside a request.
+    """
+    state = current_state()
+    if state is None:
+        _warn_once("capture", "otel_posthog.capture() called outside a request: ignored")
+        return False
+    state.add_capture(str(event), dict(properties or {}))
+    return True
+
+
+def stats() -> dict[str, Any]:
+    """Counters: events queued / sent / retried / spooled / dropped, bridge errors."""
+    snapshot: dict[str, Any] = STATS.snapshot()
+    snapshot["queue_depth"] = sum(
+        len(p.sender._queue) for p in active_processors() if p.sender is not None
+    )
+    return snapshot
+
+
+def _span_attributes_on() -> bool:
+    from .runtime import current_settings
+
+    return current_settings().span_attributes

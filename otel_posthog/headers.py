@@ -1,0 +1,60 @@
+"""Header value hygiene: sanitising, UUID and ``traceparent`` checks, bearer tokens.
+
+Everything read from a request header passes through here before the bridge uses it.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_HEADER_CHARS = 1000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+def sanitize(value: object, limit: int = MAX_HEADER_CHARS) -> str | None:
+    """Strip control characters and surrounding space, cap the length; None when empty."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if not isinstance(value, str):
+        return None
+    cleaned = _CONTROL.sub("", value).strip()[:limit]
+    return cleaned or None
+
+
+def valid_uuid(value: str | None) -> bool:
+    return bool(value) and _UUID.match(value or "") is not None
+
+
+def uuid_int(value: str) -> int | None:
+    """The 128 bits of a UUID string, or None for a non-UUID or the nil UUID."""
+    if not valid_uuid(value):
+        return None
+    number = int(value.replace("-", ""), 16)
+    return number or None
+
+
+def valid_traceparent(value: str | None) -> bool:
+    """W3C trace-context validity, as the SDK's TraceContextTextMapPropagator judges it."""
+    if not value:
+        return False
+    match = _TRACEPARENT.match(value.strip())
+    if match is None:
+        return False
+    version, trace_id, span_id, _flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest):
+        return False
+    return int(trace_id, 16) != 0 and int(span_id, 16) != 0
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip()
+    return token or None

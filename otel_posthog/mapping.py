@@ -1,0 +1,344 @@
+"""The pure core: a finished :class:`SpanView` becomes PostHog events.
+
+Every rule about which span becomes which event and which property lives here, and only
+here. No I/O, no globals: the SDK span processor, the launcher exporter and the OTLP
+receiver all call :func:`map_span`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from http import HTTPStatus
+from typing import Any
+
+from ._version import __version__
+from .headers import valid_uuid
+from .settings import Settings
+from .spanview import SERVER, CustomEvent, SpanView
+
+Event = dict[str, Any]
+
+API_REQUEST = "api_request"
+API_ERROR = "api_error"
+SLOW_REQUEST = "slow_request"
+EXCEPTION = "$exception"
+UNMATCHED = "(unmatched)"
+
+# Namespace of the deterministic event uuids (uuid5 over trace id, span id, event name).
+EVENT_NAMESPACE = uuid.UUID("6f1d3c0e-4b7a-5c2e-9a51-0d7e3f6a2b10")
+
+# Attribute names, stable semconv first, then the default (old) generation.
+_METHOD = ("http.request.method", "http.method")
+_STATUS = ("http.response.status_code", "http.status_code")
+_PERSON = ("enduser.id", "user.id", "posthogDistinctId")
+_SESSION = ("session.id", "sessionId")
+_CLIENT_IP = ("client.address", "http.client_ip")
+_ENVIRONMENT = ("deployment.environment.name", "deployment.environment")
+_MAX_PROPERTY_CHARS = 16_384
+
+
+def _first(attrs: Mapping[str, Any], names: tuple[str, ...]) -> Any:
+    for name in names:
+        value = attrs.get(name)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def request_method(attrs: Mapping[str, Any]) -> str | None:
+    method = _first(attrs, _METHOD)
+    return str(method).upper() if method is not None else None
+
+
+def request_path(attrs: Mapping[str, Any]) -> str:
+    """The concrete path, never with a query string (it may hold secrets)."""
+    path = attrs.get("url.path")
+    if not path:
+        target = attrs.get("http.target")
+        if target:
+            path = str(target)
+        else:
+            url = _first(attrs, ("url.full", "http.url"))
+            if url:
+                rest = str(url).split("://", 1)[-1]
+                path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+    return str(path or "/").split("?", 1)[0].split("#", 1)[0]
+
+
+def endpoint(attrs: Mapping[str, Any]) -> str:
+    route = attrs.get("http.route")
+    return str(route) if route else UNMATCHED
+
+
+def is_request_span(view: SpanView, settings: Settings) -> bool:
+    """One request, one event: local-root SERVER spans with an HTTP method."""
+    if view.kind != SERVER or not view.is_local_root:
+        return False
+    method = request_method(view.attributes)
+    if method is None or method == "OPTIONS":
+        return False
+    if settings.services and view.resource.get("service.name") not in settings.services:
+        return False
+    excluded = settings.excluded_routes
+    if excluded:
+        route = view.attributes.get("http.route")
+        if (route and route in excluded) or request_path(view.attributes) in excluded:
+            return False
+    return True
+
+
+def request_id(view: SpanView) -> str:
+    if view.facts is not None and view.facts.request_id:
+        return view.facts.request_id
+    return format(view.trace_id, "032x")
+
+
+def resolve_person(view: SpanView) -> tuple[str, bool]:
+    """(distinct_id, identified). Order: identify(), verified JWT, header, attributes."""
+    facts = view.facts
+    if facts is not None:
+        if facts.identified_id:
+            return facts.identified_id, True
+        if facts.jwt_distinct_id:
+            return facts.jwt_distinct_id, True
+        if facts.baggage_distinct_id:
+            return facts.baggage_distinct_id, True
+        if facts.header_distinct_id:
+            return facts.header_distinct_id, False
+    person = _first(view.attributes, _PERSON)
+    if person is not None:
+        return str(person), True
+    return request_id(view), False
+
+
+def session_id(view: SpanView) -> str | None:
+    candidate = view.facts.session_id if view.facts is not None else None
+    if candidate is None:
+        candidate = _first(view.attributes, _SESSION)
+    return str(candidate) if candidate is not None and valid_uuid(str(candidate)) else None
+
+
+def sampled(trace_id: int, rate: float) -> bool:
+    """Same decision for every service and event of one trace (lower 64 bits, like OTel)."""
+    if rate >= 1.0:
+        return True
+    return (trace_id & 0xFFFF_FFFF_FFFF_FFFF) < int(rate * (1 << 64))
+
+
+def event_uuid(trace_id: int, span_id: int, name: str, index: int | None = None) -> str:
+    key = f"{trace_id:032x}:{span_id:016x}:{name}"
+    if index is not None:
+        key += f":{index}"
+    return str(uuid.uuid5(EVENT_NAMESPACE, key))
+
+
+def iso_timestamp(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat()
+
+
+def truncate_tail(text: str, limit: int) -> str:
+    """Keep the end of a traceback: the innermost frames and the exception line."""
+    if len(text) <= limit:
+        return text
+    if limit <= 4:
+        return text[len(text) - limit :] if limit else ""
+    return "...\n" + text[len(text) - (limit - 4) :]
+
+
+def _cap(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > _MAX_PROPERTY_CHARS:
+        return value[:_MAX_PROPERTY_CHARS]
+    return value
+
+
+def _environment(view: SpanView, settings: Settings) -> str:
+    if settings.environment:
+        return settings.environment
+    env = _first(view.resource, _ENVIRONMENT)
+    return str(env) if env is not None else "development"
+
+
+def _status_code(attrs: Mapping[str, Any]) -> int | None:
+    status = _first(attrs, _STATUS)
+    try:
+        return int(status) if status is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _correlation(view: SpanView, settings: Settings) -> tuple[dict[str, Any], str]:
+    """Properties every event of one request shares, and its distinct_id."""
+    attrs = view.attributes
+    rid = request_id(view)
+    person, identified = resolve_person(view)
+    session = session_id(view)
+    base: dict[str, Any] = {
+        "request_id": rid,
+        "$trace_id": format(view.trace_id, "032x"),
+        "$span_id": format(view.span_id, "016x"),
+        "endpoint": endpoint(attrs),
+        "path": _cap(request_path(attrs)),
+        "method": request_method(attrs),
+        "environment": _environment(view, settings),
+        "service": view.resource.get("service.name"),
+        "source": "backend",
+        "$lib": "otel-posthog",
+        "$lib_version": __version__,
+    }
+    if session is not None:
+        base["session_id"] = session
+        base["$session_id"] = session
+    facts = view.facts
+    if facts is not None:
+        if facts.window_id and valid_uuid(facts.window_id):
+            base["$window_id"] = facts.window_id
+        if facts.client_request_id and facts.client_request_id != rid:
+            base["client_request_id"] = facts.client_request_id
+    if not identified:
+        base["$process_person_profile"] = False
+    client_ip = (facts.client_ip if facts is not None else None) or _first(attrs, _CLIENT_IP)
+    if settings.capture_ip and client_ip:
+        base["$ip"] = str(client_ip)
+    else:
+        base["$geoip_disable"] = True
+    return base, person
+
+
+def map_span(view: SpanView, settings: Settings) -> list[Event]:
+    """Map one finished span to its PostHog events (empty when it is not a request)."""
+    if not is_request_span(view, settings):
+        return []
+    base, person = _correlation(view, settings)
+    status = _status_code(view.attributes)
+    duration_ms = round(view.duration_ms, 3)
+    request_props = dict(base)
+    request_props["status_code"] = status
+    request_props["response_time_ms"] = duration_ms
+    ts = iso_timestamp(view.end_ns)
+
+    def make(name: str, props: dict[str, Any]) -> Event:
+        return {
+            "event": name,
+            "distinct_id": person,
+            "properties": props,
+            "timestamp": ts,
+            "uuid": event_uuid(view.trace_id, view.span_id, name),
+        }
+
+    events: list[Event] = []
+    facts = view.facts
+    rate = settings.api_request_sample_rate
+    if sampled(view.trace_id, rate):
+        props = dict(request_props)
+        if facts is not None and facts.rollup:
+            props.update(facts.rollup)
+        if rate < 1.0:
+            props["sample_rate"] = rate
+        events.append(make(API_REQUEST, props))
+
+    exc = view.exceptions[-1] if view.exceptions else None
+    if exc is not None or (status is not None and status >= 500):
+        props = dict(request_props)
+        if exc is not None:
+            props["error_type"] = exc.type
+            props["error_message"] = _cap(exc.message)
+            props["traceback"] = truncate_tail(exc.stacktrace, settings.traceback_max_chars)
+        else:
+            props["error_type"] = f"HTTP {status}"
+            props["error_message"] = _http_phrase(status)
+        events.append(make(API_ERROR, props))
+        if settings.exception_events:
+            events.append(make(EXCEPTION, exception_properties(base, props, exc)))
+
+    threshold = settings.threshold_for(base["endpoint"])
+    if duration_ms > threshold:
+        props = dict(request_props)
+        props["duration_ms"] = duration_ms
+        props["threshold_ms"] = threshold
+        events.append(make(SLOW_REQUEST, props))
+
+    if facts is not None:
+        events.extend(custom_event(view, c, base, person) for c in facts.custom_events)
+    return events
+
+
+def map_custom_events(view: SpanView, settings: Settings) -> list[Event]:
+    """Only the ``capture()`` events of a request whose span already ended (late captures)."""
+    if view.facts is None or not view.facts.custom_events:
+        return []
+    base, person = _correlation(view, settings)
+    return [custom_event(view, c, base, person) for c in view.facts.custom_events]
+
+
+def custom_event(view: SpanView, custom: CustomEvent, base: Mapping[str, Any], person: str) -> Event:
+    """An ``otel_posthog.capture()`` event: the app's properties plus the request's correlation."""
+    props = {k: _cap(v) for k, v in custom.properties.items()}
+    props.update(base)
+    return {
+        "event": custom.event,
+        "distinct_id": person,
+        "properties": props,
+        "timestamp": iso_timestamp(custom.timestamp_ns),
+        "uuid": event_uuid(view.trace_id, view.span_id, custom.event, custom.index),
+    }
+
+
+def _http_phrase(status: int | None) -> str:
+    try:
+        return HTTPStatus(status).phrase if status is not None else ""
+    except ValueError:
+        return ""
+
+
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)(?:, in (?P<func>.+))?$')
+
+
+def parse_python_frames(stacktrace: str) -> list[dict[str, Any]]:
+    """Frames of a Python traceback text, outermost first, in PostHog's raw frame shape."""
+    frames: list[dict[str, Any]] = []
+    lines = stacktrace.splitlines()
+    for i, line in enumerate(lines):
+        match = _FRAME.match(line)
+        if not match:
+            continue
+        filename = match.group("file")
+        frame: dict[str, Any] = {
+            "platform": "python",
+            "filename": filename,
+            "abs_path": filename,
+            "function": (match.group("func") or "<unknown>").strip(),
+            "lineno": int(match.group("line")),
+            "in_app": "site-packages" not in filename and not filename.startswith("<"),
+        }
+        if i + 1 < len(lines) and not _FRAME.match(lines[i + 1]):
+            context = lines[i + 1].strip()
+            if context and not context.startswith(("Traceback", "During handling")):
+                frame["context_line"] = context
+        frames.append(frame)
+    return frames
+
+
+def exception_properties(
+    base: Mapping[str, Any], error_props: Mapping[str, Any], exc: Any
+) -> dict[str, Any]:
+    """Properties of a PostHog ``$exception`` event for Error Tracking."""
+    entry: dict[str, Any] = {
+        "type": error_props["error_type"],
+        "value": error_props.get("error_message", ""),
+        "mechanism": {"type": "generic", "handled": False, "synthetic": exc is None},
+    }
+    if exc is not None and exc.stacktrace:
+        entry["stacktrace"] = {"type": "raw", "frames": parse_python_frames(exc.stacktrace)}
+    props = dict(base)
+    props.update(
+        {
+            "$exception_list": [entry],
+            "$exception_level": "error",
+            "endpoint": error_props.get("endpoint"),
+            "status_code": error_props.get("status_code"),
+        }
+    )
+    return props

@@ -1,0 +1,232 @@
+"""Propagators: read PostHog and request headers in, write ``X-Request-ID`` out.
+
+* :class:`PostHogPropagator` (entry point ``posthog`` for ``OTEL_PROPAGATORS``) reads the
+  request headers into a :class:`RequestState` in the context. It injects nothing by
+  default: identity must never leak to third-party APIs.
+* :class:`PostHogResponsePropagator` sets ``X-Request-ID`` and W3C ``traceresponse`` on
+  every response and exposes both to browsers.
+* :class:`RequestIdGenerator` makes the trace id of a new trace equal a UUID
+  ``X-Request-ID``, so request id and trace id stay one and the same without inventing
+  a phantom parent span.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    DefaultGetter,
+    DefaultSetter,
+    Getter,
+    Setter,
+    TextMapPropagator,
+)
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+
+from .headers import bearer_token, sanitize, uuid_int, valid_traceparent
+from .request_state import LIVE, STATE_KEY, RequestState, current_state
+
+SESSION_HEADER = "x-posthog-session-id"
+WINDOW_HEADER = "x-posthog-window-id"
+DISTINCT_HEADER = "x-posthog-distinct-id"
+REQUEST_ID_HEADER = "x-request-id"
+BAGGAGE_DISTINCT_KEY = "posthog.distinct_id"
+BAGGAGE_SESSION_KEY = "posthog.session_id"
+_HEADERS = (
+    "authorization",
+    SESSION_HEADER,
+    WINDOW_HEADER,
+    DISTINCT_HEADER,
+    REQUEST_ID_HEADER,
+    "traceparent",
+)
+
+
+def _header(carrier: CarrierT, getter: Getter[CarrierT], name: str) -> str | None:
+    values = getter.get(carrier, name)
+    if values is None and name != name.title():
+        values = getter.get(carrier, name.title())
+    if not values:
+        return None
+    value = values[0] if isinstance(values, (list, tuple)) else values
+    return sanitize(value, limit=16_384 if name == "authorization" else 1000)
+
+
+class PostHogPropagator(TextMapPropagator):
+    """Reads ``Authorization: Bearer``, ``X-POSTHOG-*`` and ``X-Request-ID`` into the context."""
+
+    def __init__(self, propagate_identity: bool | None = None, trust_baggage: bool | None = None):
+        self._propagate_identity = propagate_identity
+        self._trust_baggage = trust_baggage
+
+    def _flags(self) -> tuple[bool, bool]:
+        if self._propagate_identity is None or self._trust_baggage is None:
+            from .runtime import current_settings
+
+            settings = current_settings()
+            return (
+                settings.propagate_identity
+                if self._propagate_identity is None
+                else self._propagate_identity,
+                settings.trust_baggage if self._trust_baggage is None else self._trust_baggage,
+            )
+        return self._propagate_identity, self._trust_baggage
+
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        getter: Getter[CarrierT] = DefaultGetter(),  # noqa: B008
+    ) -> Context:
+        if context is None:
+            context = Context()
+        try:
+            state = RequestState()
+            state.token = bearer_token(_header(carrier, getter, "authorization"))
+            state.session_id = _header(carrier, getter, SESSION_HEADER)
+            state.window_id = _header(carrier, getter, WINDOW_HEADER)
+            state.header_distinct_id = _header(carrier, getter, DISTINCT_HEADER)
+            state.x_request_id = _header(carrier, getter, REQUEST_ID_HEADER)
+            state.has_traceparent = valid_traceparent(_header(carrier, getter, "traceparent"))
+            if state.x_request_id and not state.has_traceparent:
+                state.request_id = state.x_request_id
+                state.trace_id_hint = uuid_int(state.x_request_id)
+            _, trust_baggage = self._flags()
+            if trust_baggage:
+                bag = baggage.get_all(context)
+                state.baggage_distinct_id = sanitize(bag.get(BAGGAGE_DISTINCT_KEY))
+                state.session_id = state.session_id or sanitize(bag.get(BAGGAGE_SESSION_KEY))
+            return otel_context.set_value(STATE_KEY, state, context)
+        except Exception:  # a malformed header never fails the request
+            from .runtime import STATS
+
+            STATS.error("propagator.extract")
+            return context
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        setter: Setter[CarrierT] = DefaultSetter(),  # noqa: B008
+    ) -> None:
+        """Writes nothing unless ``OTEL_POSTHOG_PROPAGATE_IDENTITY=true`` (then W3C baggage)."""
+        propagate, _ = self._flags()
+        if not propagate:
+            return
+        state = current_state(context)
+        if state is None:
+            return
+        from .runtime import resolved_person
+
+        person = resolved_person(state)
+        entries = []
+        if person:
+            entries.append(f"{BAGGAGE_DISTINCT_KEY}={_quote(person)}")
+        if state.session_id:
+            entries.append(f"{BAGGAGE_SESSION_KEY}={_quote(state.session_id)}")
+        if entries:
+            setter.set(carrier, "baggage", ",".join(entries))
+
+    @property
+    def fields(self) -> set[str]:
+        return set(_HEADERS) | {"baggage"}
+
+
+def _quote(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def request_id_for_span(span: trace.Span) -> str | None:
+    span_ctx = span.get_span_context()
+    if not span_ctx.is_valid:
+        return None
+    state = LIVE.get(span_ctx.span_id)
+    if state is not None:
+        return state.effective_request_id
+    return format(span_ctx.trace_id, "032x")
+
+
+try:
+    from opentelemetry.instrumentation.propagators import ResponsePropagator as _ResponseBase
+except ImportError:  # opentelemetry-instrumentation not installed
+    _ResponseBase = object  # type: ignore[assignment,misc]
+
+
+class PostHogResponsePropagator(_ResponseBase):  # type: ignore[misc,valid-type]
+    """Sets ``X-Request-ID`` and ``traceresponse`` on responses and exposes them to browsers."""
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        setter: Setter[CarrierT] = DefaultSetter(),  # noqa: B008
+    ) -> None:
+        try:
+            span = trace.get_current_span(context)
+            span_ctx = span.get_span_context()
+            if not span_ctx.is_valid:
+                return
+            rid = request_id_for_span(span)
+            if rid:
+                setter.set(carrier, "X-Request-ID", rid)
+            setter.set(
+                carrier,
+                "traceresponse",
+                f"00-{span_ctx.trace_id:032x}-{span_ctx.span_id:016x}-{span_ctx.trace_flags:02x}",
+            )
+            setter.set(carrier, "Access-Control-Expose-Headers", "X-Request-ID, traceresponse")
+        except Exception:
+            from .runtime import STATS
+
+            STATS.error("response_propagator.inject")
+
+
+def _trace_id_hint() -> int | None:
+    state = otel_context.get_value(STATE_KEY)
+    if isinstance(state, RequestState) and state.trace_id_hint:
+        hint, state.trace_id_hint = state.trace_id_hint, None
+        return hint
+    return None
+
+
+class RequestIdGenerator(IdGenerator):
+    """Uses a UUID ``X-Request-ID`` as the trace id of the trace a request starts."""
+
+    def __init__(self, inner: IdGenerator | None = None) -> None:
+        self.inner = inner or RandomIdGenerator()
+
+    def generate_span_id(self) -> int:
+        return self.inner.generate_span_id()
+
+    def generate_trace_id(self) -> int:
+        return _trace_id_hint() or self.inner.generate_trace_id()
+
+
+def install_request_id_generator(provider: object) -> None:
+    """Make ``provider``'s id generator honour a UUID ``X-Request-ID`` (idempotent).
+
+    The generator object is patched in place, so tracers created before this call
+    (instrumentations often grab theirs early) use it too.
+    """
+    generator = getattr(provider, "id_generator", None)
+    if generator is None or isinstance(generator, RequestIdGenerator):
+        return
+    if getattr(generator, "_otel_posthog_patched", False):
+        return
+    original = generator.generate_trace_id
+
+    def generate_trace_id() -> int:
+        return _trace_id_hint() or original()
+
+    generator.generate_trace_id = generate_trace_id
+    generator._otel_posthog_patched = True
+
+
+def header_names() -> Iterable[str]:
+    return _HEADERS

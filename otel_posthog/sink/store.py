@@ -1,0 +1,149 @@
+"""The local sink's event store: SQLite in WAL mode, deduplicated by event ``uuid``.
+
+WAL lets the CLI read while the sink writes. Each event keeps its full JSON; the columns
+that journeys filter on (person, request, session, event name, time) are indexed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import uuid as uuid_mod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    uuid TEXT PRIMARY KEY,
+    event TEXT NOT NULL,
+    distinct_id TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    request_id TEXT,
+    session_id TEXT,
+    source TEXT,
+    received_at TEXT NOT NULL,
+    properties TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_person ON events (distinct_id, timestamp);
+CREATE INDEX IF NOT EXISTS events_request ON events (request_id);
+CREATE INDEX IF NOT EXISTS events_session ON events (session_id);
+CREATE INDEX IF NOT EXISTS events_name ON events (event, timestamp);
+"""
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    uuid: str
+    event: str
+    distinct_id: str
+    timestamp: str
+    properties: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "uuid": self.uuid,
+            "timestamp": self.timestamp,
+            "event": self.event,
+            "distinct_id": self.distinct_id,
+            "properties": self.properties,
+        }
+
+
+class EventStore:
+    """Thread-safe SQLite event table. ``path=":memory:"`` works for one process."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=10)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(SCHEMA)
+        self._conn.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def insert(self, events: Iterable[dict[str, Any]], received_at: str) -> int:
+        """Insert normalised events; returns how many were new (duplicates by uuid collapse)."""
+        rows = []
+        for ev in events:
+            props = ev.get("properties") or {}
+            rows.append(
+                (
+                    str(ev.get("uuid") or uuid_mod.uuid4()),
+                    str(ev["event"]),
+                    str(ev["distinct_id"]),
+                    str(ev["timestamp"]),
+                    _str_or_none(props.get("request_id")),
+                    _str_or_none(props.get("$session_id") or props.get("session_id")),
+                    _str_or_none(props.get("source")),
+                    received_at,
+                    json.dumps(props, default=str),
+                )
+            )
+        with self._lock:
+            before = self._conn.total_changes
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?)", rows
+            )
+            self._conn.commit()
+            return self._conn.total_changes - before
+
+    def query(
+        self,
+        *,
+        distinct_id: str | None = None,
+        request_id: str | None = None,
+        session_id: str | None = None,
+        events: Sequence[str] | None = None,
+        since: str | None = None,
+        order: str = "timestamp ASC",
+        limit: int | None = None,
+    ) -> list[StoredEvent]:
+        where, args = [], []
+        if distinct_id is not None:
+            where.append("distinct_id = ?")
+            args.append(distinct_id)
+        if request_id is not None:
+            where.append("request_id = ?")
+            args.append(request_id)
+        if session_id is not None:
+            where.append("session_id = ?")
+            args.append(session_id)
+        if events:
+            where.append(f"event IN ({','.join('?' * len(events))})")
+            args.extend(events)
+        if since is not None:
+            where.append("timestamp >= ?")
+            args.append(since)
+        sql = "SELECT uuid, event, distinct_id, timestamp, properties FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        if order not in ("timestamp ASC", "timestamp DESC"):
+            raise ValueError(order)
+        sql += f" ORDER BY {order}, rowid"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [StoredEvent(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM events")
+            self._conn.commit()
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)

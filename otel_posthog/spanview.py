@@ -1,0 +1,85 @@
+"""The neutral span view the mapping core reads, and the bridge's in-process request facts.
+
+Adapters build a :class:`SpanView` from whatever they hold (an SDK ``ReadableSpan``, an
+OTLP protobuf or JSON span) so the mapping in :mod:`otel_posthog.mapping` is written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Span kinds by name: the SDK enum and OTLP numbers differ, so adapters translate to these.
+SERVER = "server"
+CLIENT = "client"
+INTERNAL = "internal"
+PRODUCER = "producer"
+CONSUMER = "consumer"
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionInfo:
+    """One recorded ``exception`` span event."""
+
+    type: str
+    message: str
+    stacktrace: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CustomEvent:
+    """An event captured with ``otel_posthog.capture()`` during a request."""
+
+    event: str
+    properties: Mapping[str, Any]
+    timestamp_ns: int
+    index: int
+
+
+@dataclass(slots=True)
+class RequestFacts:
+    """What the in-process bridge resolved for one request, outside span attributes.
+
+    Kept apart from attributes so an attribute set by the app cannot override the
+    bridge's resolution out of order. The receiver path has none of these (``None``).
+    """
+
+    identified_id: str | None = None  # otel_posthog.identify()
+    jwt_distinct_id: str | None = None  # verified JWT
+    header_distinct_id: str | None = None  # X-POSTHOG-DISTINCT-ID (client-controlled)
+    baggage_distinct_id: str | None = None  # trusted baggage (OTEL_POSTHOG_TRUST_BAGGAGE)
+    session_id: str | None = None
+    window_id: str | None = None
+    request_id: str | None = None  # adopted X-Request-ID, when it is the request id
+    client_request_id: str | None = None  # X-Request-ID kept beside a traceparent
+    client_ip: str | None = None
+    custom_events: tuple[CustomEvent, ...] = ()
+    rollup: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SpanView:
+    """A finished span, reduced to what the mapping needs."""
+
+    name: str
+    kind: str
+    trace_id: int
+    span_id: int
+    parent_span_id: int | None
+    parent_is_remote: bool
+    start_ns: int
+    end_ns: int
+    attributes: Mapping[str, Any]
+    resource: Mapping[str, Any]
+    exceptions: tuple[ExceptionInfo, ...] = ()
+    status_error: bool = False
+    facts: RequestFacts | None = None
+
+    @property
+    def is_local_root(self) -> bool:
+        return self.parent_span_id is None or self.parent_is_remote
+
+    @property
+    def duration_ms(self) -> float:
+        return max(self.end_ns - self.start_ns, 0) / 1e6

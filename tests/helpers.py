@@ -1,0 +1,107 @@
+"""Test helpers: real servers on loopback (uvicorn subprocesses, the local sink)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import requests
+
+from otel_posthog.sink.server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+class AppProcess:
+    """A real server process (uvicorn by default) on 127.0.0.1, with its output captured."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        app: str = "examples.fastapi_app.app:app",
+        argv: Sequence[str] | None = None,
+        port: int | None = None,
+        ready_path: str = "/health",
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = dict(os.environ)
+        full_env.pop("OTEL_PYTHON_DISTRO", None)
+        full_env.update(env)
+        full_env["PYTHONUNBUFFERED"] = "1"
+        full_env["PATH"] = f"{VENV_BIN}:{full_env.get('PATH', '')}"
+        if argv is None:
+            argv = [str(VENV_BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(self.port)]
+        self.argv = [a.replace("{port}", str(self.port)) for a in argv]
+        self.env = full_env
+        self.ready_path = ready_path
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"otel-posthog-app-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 30.0) -> AppProcess:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"app exited early:\n{self.output()}")
+            try:
+                requests.get(self.url + self.ready_path, timeout=1)
+                return self
+            except requests.RequestException:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"app did not start:\n{self.output()}")
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout_s: float = 20.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout_s)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if hasattr(self, "_log"):
+            self._log.close()
+
+    def __enter__(self) -> AppProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def bridge_env(sink, **extra: str) -> dict[str, str]:
+    """Environment that points the bridge at ``sink``, with fast flushing for tests."""
+    env = {
+        "POSTHOG_API_KEY": sink.api_key,
+        "POSTHOG_HOST": sink.url,
+        "OTEL_POSTHOG_FLUSH_INTERVAL_MS": "100",
+        "OTEL_POSTHOG_JWT_SECRET": "demo-secret-change-me",
+        "OTEL_SERVICE_NAME": "example-api",
+        "EXAMPLE_SLOW_SECONDS": "1.1",
+    }
+    env.update(extra)
+    return env
