@@ -1,10 +1,12 @@
-# `make demo` and `make test` work from a fresh clone: they build everything they need.
+# `make demo` and `make test` work from a fresh clone: they install everything they need
+# (Python venv and packages, npm packages, and Debian's Chromium for the browser tests).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
-.PHONY: install test demo lint bench clean
+.PHONY: install node browser test demo lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -12,15 +14,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(NODE_STAMP): package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
-test: $(STAMP)
+install: $(STAMP) $(NODE_STAMP)
+
+node: $(NODE_STAMP)
+
+# Debian's Chromium (never a browser download of a test tool's own).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+test: install browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check otel_posthog tests examples
-	$(BIN)/ruff format --check otel_posthog tests examples
+	$(BIN)/ruff check otel_posthog tests examples benchmarks
+	$(BIN)/ruff format --check otel_posthog tests examples benchmarks
 	$(BIN)/mypy otel_posthog
 
 clean:
-	rm -rf $(VENV) .otel-posthog
+	rm -rf $(VENV) node_modules .otel-posthog
