@@ -74,6 +74,7 @@ class Settings:
     spool_dir: str | None = None
     spool_max_mb: float = 100.0
     services: tuple[str, ...] = ()
+    receiver_token: str | None = None
     before_send: BeforeSend | None = None
 
     @property
@@ -241,6 +242,11 @@ SETTINGS_ENV: dict[str, tuple[str, _Parser, str]] = {
         "OTEL_POSTHOG_SERVICES",
         _parse_list,
         "receiver: only these service.name values make events (default all)",
+    ),
+    "receiver_token": (
+        "OTEL_POSTHOG_RECEIVER_TOKEN",
+        _parse_str,
+        "receiver: bearer token senders must present (required off loopback)",
     ),
 }
 
