@@ -134,7 +134,11 @@ def create_app(store: EventStore, api_key: str | None, faults: Faults | None = N
             "siteApps": [],
         }
         if request.url.path.endswith(".js"):
-            text = f"(function(){{window._POSTHOG_REMOTE_CONFIG=window._POSTHOG_REMOTE_CONFIG||{{}};window._POSTHOG_REMOTE_CONFIG[{json.dumps(config['token'])}]={{config:{json.dumps(config)},siteApps:[]}}}})();"
+            token, body = json.dumps(config["token"]), json.dumps(config)
+            text = (
+                "(function(){var r=window._POSTHOG_REMOTE_CONFIG=window._POSTHOG_REMOTE_CONFIG||{};"
+                f"r[{token}]={{config:{body},siteApps:[]}}}})();"
+            )
             return _cors(request, Response(text, media_type="application/javascript"))
         return _cors(request, JSONResponse(config))
 

@@ -7,7 +7,6 @@ array) in, normalised events out; ``sent_at`` clock-skew correction as PostHog a
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 import zlib
 from datetime import datetime, timedelta, timezone

@@ -13,6 +13,7 @@ import threading
 import uuid as uuid_mod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 SCHEMA = """
@@ -53,13 +54,23 @@ class StoredEvent:
 
 
 class EventStore:
-    """Thread-safe SQLite event table. ``path=":memory:"`` works for one process."""
+    """Thread-safe SQLite event table. ``path=":memory:"`` works for one process.
 
-    def __init__(self, path: str) -> None:
+    ``readonly=True`` (the CLI) never creates or changes the database; it raises
+    ``FileNotFoundError`` when there is none.
+    """
+
+    def __init__(self, path: str, readonly: bool = False) -> None:
         self.path = path
+        self._lock = threading.Lock()
+        if readonly:
+            if path == ":memory:" or not os.path.exists(path):
+                raise FileNotFoundError(path)
+            uri = Path(path).resolve().as_uri() + "?mode=ro"
+            self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
+            return
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._lock = threading.Lock()
         self._conn = sqlite3.connect(path, check_same_thread=False, timeout=10)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -90,9 +101,7 @@ class EventStore:
             )
         with self._lock:
             before = self._conn.total_changes
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?)", rows
-            )
+            self._conn.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?)", rows)
             self._conn.commit()
             return self._conn.total_changes - before
 
@@ -138,6 +147,17 @@ class EventStore:
     def count(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def recent_values(self, column: str, limit: int = 50) -> list[tuple[str, int, str]]:
+        """(value, events, last timestamp) of ``column``, most recently seen first."""
+        if column not in ("distinct_id", "session_id", "request_id", "event"):
+            raise ValueError(column)
+        sql = (
+            f"SELECT {column}, COUNT(*), MAX(timestamp) FROM events WHERE {column} IS NOT NULL "
+            f"GROUP BY {column} ORDER BY MAX(timestamp) DESC LIMIT {int(limit)}"
+        )
+        with self._lock:
+            return [(str(r[0]), int(r[1]), str(r[2])) for r in self._conn.execute(sql)]
 
     def clear(self) -> None:
         with self._lock:
