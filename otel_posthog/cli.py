@@ -19,6 +19,7 @@ from ._version import __version__
 SUBCOMMAND_MODULES: list[str] = [
     "otel_posthog.sink.commands",  # sink, journey, slow, errors
     "otel_posthog.demo",  # demo
+    "otel_posthog.receiver.cli",  # receive
 ]
 
 

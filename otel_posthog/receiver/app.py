@@ -1,0 +1,195 @@
+"""The receiver's Starlette app: ``POST /v1/traces`` answers per the OTLP/HTTP spec.
+
+200 with an ``ExportTraceServiceResponse`` in the request's content type (with
+``partial_success`` when spans were rejected), 400 undecodable, 401 bad token, 413 too
+large, 415 unsupported type or encoding, 429 with ``Retry-After`` when the outgoing queue
+is full (the collector retries; we never drop what we accepted), 503 while shutting down.
+Bad input never gets a 500: collectors drop data on a 500 without retrying.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..mapping import Event, map_span
+from ..runtime import STATS
+from ..settings import Settings
+from ..transport import EventSender
+from .body import BodyError, decode_content, read_body
+from .decode import Decoded, DecodeError, decode_json, decode_protobuf
+
+log = logging.getLogger("otel_posthog.receiver")
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+MAX_BODY_BYTES = 16 * 1024 * 1024  # on the wire
+MAX_DECODED_BYTES = 64 * 1024 * 1024  # after gzip
+RETRY_AFTER_S = 2
+# google.rpc.Code values for the error body.
+_INVALID_ARGUMENT, _RESOURCE_EXHAUSTED, _UNAVAILABLE, _UNAUTHENTICATED = 3, 8, 14, 16
+
+
+class ReceiverSender(EventSender):
+    """The transport's sender, plus how many more events its queue takes (backpressure)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, _already_events)
+
+    def room(self) -> int:
+        return self.settings.max_queue_size - len(self._queue)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+
+def _already_events(item: Any) -> list[Event]:
+    return list(item)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _status_body(code: int, message: str, protobuf: bool) -> bytes:
+    """A ``google.rpc.Status`` (code, message), encoded by hand to need no extra package."""
+    if not protobuf:
+        return json.dumps({"code": code, "message": message}).encode()
+    msg = message.encode()
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(msg)) + msg
+
+
+def _error(status: int, code: int, message: str, protobuf: bool, **headers: str) -> Response:
+    return Response(
+        _status_body(code, message, protobuf),
+        status,
+        headers=headers or None,
+        media_type=PROTOBUF if protobuf else JSON,
+    )
+
+
+def _success(decoded: Decoded, protobuf: bool) -> Response:
+    if protobuf:
+        response = ExportTraceServiceResponse()
+        if decoded.rejected:
+            response.partial_success.CopyFrom(
+                ExportTracePartialSuccess(
+                    rejected_spans=decoded.rejected, error_message=decoded.first_error
+                )
+            )
+        return Response(response.SerializeToString(), 200, media_type=PROTOBUF)
+    body: dict[str, Any] = {}
+    if decoded.rejected:
+        body["partialSuccess"] = {
+            "rejectedSpans": str(decoded.rejected),
+            "errorMessage": decoded.first_error,
+        }
+    return JSONResponse(body, 200)
+
+
+def _map(decoded: Decoded, settings: Settings) -> list[Event]:
+    """The in-process bridge's mapping core, span by span; a span it chokes on is rejected."""
+    events: list[Event] = []
+    for view in decoded.views:
+        try:
+            events.extend(map_span(view, settings))
+        except Exception as exc:  # never a 500 for one odd span
+            STATS.error("receiver.map", exc)
+            decoded.reject(f"span could not be mapped: {exc.__class__.__name__}")
+    return events
+
+
+def _authorized(request: Request, token: str | None) -> bool:
+    if not token:
+        return True
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+
+
+def create_app(
+    settings: Settings,
+    sender: ReceiverSender | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_decoded_bytes: int = MAX_DECODED_BYTES,
+) -> Starlette:
+    """The receiver app; ``app.state.sender`` is its sender (flushed at lifespan shutdown)."""
+    out = sender if sender is not None else ReceiverSender(settings)
+    token = settings.receiver_token
+
+    async def traces(request: Request) -> Response:
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        protobuf = media == PROTOBUF
+        if not _authorized(request, token):
+            return _error(
+                401,
+                _UNAUTHENTICATED,
+                "missing or wrong bearer token",
+                protobuf,
+                **{"WWW-Authenticate": "Bearer"},
+            )
+        if media not in (PROTOBUF, JSON):
+            return _error(415, _INVALID_ARGUMENT, f"use {PROTOBUF} or {JSON}", False)
+        try:
+            body = await read_body(request, max_body_bytes)
+            body = decode_content(
+                body, request.headers.get("content-encoding", ""), max_decoded_bytes
+            )
+            decoded = await run_in_threadpool(decode_protobuf if protobuf else decode_json, body)
+        except BodyError as exc:
+            return _error(exc.status, _INVALID_ARGUMENT, exc.message, protobuf)
+        except DecodeError as exc:
+            return _error(400, _INVALID_ARGUMENT, str(exc), protobuf)
+        events = await run_in_threadpool(_map, decoded, settings)
+        if out.stopped:
+            return _error(503, _UNAVAILABLE, "shutting down", protobuf, **_retry())
+        if len(events) > settings.max_queue_size:
+            message = "more events than OTEL_POSTHOG_MAX_QUEUE_SIZE: send smaller batches"
+            return _error(413, _INVALID_ARGUMENT, message, protobuf)
+        if out.room() < len(events):
+            return _error(429, _RESOURCE_EXHAUSTED, "outgoing queue full", protobuf, **_retry())
+        for event in events:  # one queue slot per event; the check above holds (one loop)
+            out.submit("events", [event])
+        return _success(decoded, protobuf)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "queue_room": out.room()})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(out.shutdown, settings.shutdown_timeout_ms / 1000)
+
+    app = Starlette(
+        routes=[
+            Route("/v1/traces", traces, methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.sender = out
+    app.state.settings = settings
+    return app
+
+
+def _retry() -> dict[str, str]:
+    return {"Retry-After": str(RETRY_AFTER_S)}
