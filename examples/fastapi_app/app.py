@@ -20,6 +20,7 @@ import otel_posthog
 
 os.environ.setdefault("OTEL_POSTHOG_JWT_SECRET", "demo-secret-change-me")
 
+from .page import PAGE_URLS, add_page  # noqa: E402
 from .routes import add_routes  # noqa: E402
 
 
@@ -38,8 +39,12 @@ def create_app(tracer_provider: Any = None, **settings: Any) -> FastAPI:
             expose_headers=otel_posthog.cors.EXPOSE_HEADERS,
         )
     add_routes(app)
+    add_page(app)
     FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=tracer_provider, exclude_spans=["send", "receive"]
+        app,
+        tracer_provider=tracer_provider,
+        exclude_spans=["send", "receive"],
+        excluded_urls=PAGE_URLS,
     )
     return app
 

@@ -1,0 +1,276 @@
+"""The frontend half in a real browser: headless Debian Chromium, real posthog-js, real servers.
+
+The example app runs under uvicorn (page and API on one origin, or the API on another port),
+posthog-js and the bridge both send to the local capture server, and the assertions read the
+events it stored: the frontend event and the backend event of one call share ``request_id``,
+``$session_id`` and the person.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from otel_posthog.sink.server import LocalSink, free_port
+from otel_posthog.sink.store import StoredEvent
+from tests.helpers import AppProcess, bridge_env
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+USER = "user_browser_42"
+TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-01$")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} missing (`make browser` installs Debian's chromium)")
+    with sync_api.sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@contextmanager
+def servers(
+    sink: LocalSink, cross_origin: bool, posthog_options: dict[str, Any] | None = None
+) -> Iterator[tuple[str, AppProcess]]:
+    """(page URL, API process): one app, or a page app plus an API app on another port."""
+    page_env = {"EXAMPLE_POSTHOG_OPTIONS": json.dumps(posthog_options or {})}
+    if not cross_origin:
+        with AppProcess(bridge_env(sink, **page_env)) as app:
+            yield app.url + "/", app
+        return
+    page_port, api_port = free_port(), free_port()
+    page_origin = f"http://127.0.0.1:{page_port}"
+    api_env = bridge_env(sink, EXAMPLE_CORS_ORIGINS=page_origin)
+    page_env["EXAMPLE_API_BASE"] = f"http://127.0.0.1:{api_port}"
+    with (
+        AppProcess(api_env, port=api_port) as api,
+        AppProcess(bridge_env(sink, **page_env), port=page_port),
+    ):
+        yield page_origin + "/", api
+
+
+def wait_events(sink: LocalSink, check: Any, timeout_s: float = 15.0) -> list[StoredEvent]:
+    events = sink.wait_for(lambda evs: bool(check(evs)), timeout_s=timeout_s)
+    assert check(events), [(e.event, e.distinct_id, e.properties.get("request_id")) for e in events]
+    return events
+
+
+def one(events: list[StoredEvent], name: str, **props: Any) -> StoredEvent:
+    found = [
+        e
+        for e in events
+        if e.event == name and all(e.properties.get(k) == v for k, v in props.items())
+    ]
+    assert len(found) == 1, (name, props, [(e.event, e.properties) for e in events])
+    return found[0]
+
+
+def has(events: list[StoredEvent], name: str, **props: Any) -> bool:
+    return any(
+        e.event == name and all(e.properties.get(k) == v for k, v in props.items()) for e in events
+    )
+
+
+def open_page(browser: Any, url: str) -> tuple[Any, Any, list[dict[str, str]]]:
+    """A fresh browser context on ``url``; also returns the API requests' headers as sent."""
+    context = browser.new_context()
+    page = context.new_page()
+    sent: list[dict[str, str]] = []
+    page.on(
+        "request",
+        lambda req: sent.append({"url": req.url, **req.headers}) if "/api/" in req.url else None,
+    )
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    page.wait_for_function("document.getElementById('status').textContent === 'ready'")
+    assert not errors, errors
+    return context, page, sent
+
+
+def click_and_wait(page: Any, selector: str, count: int) -> dict[str, Any]:
+    page.click(selector)
+    page.wait_for_function(f"window.exampleResults.length >= {count}")
+    return page.evaluate(f"window.exampleResults[{count - 1}]")
+
+
+def journey(browser: Any, url: str, sink: LocalSink) -> dict[str, Any]:
+    """Log in, Start Chat, send a message, call the failing route; returns what the page saw."""
+    context, page, sent = open_page(browser, url)
+    try:
+        page.fill("#user-id", USER)
+        login = click_and_wait(page, "#login-button", 1)
+        page.wait_for_function("!document.getElementById('start-chat').disabled")
+        chat = click_and_wait(page, "#start-chat", 2)
+        page.fill("#message", "hello from chromium")
+        send = click_and_wait(page, "#send-button", 3)
+        fail = click_and_wait(page, "#recommendations", 4)
+        session_id = page.evaluate("window.posthog.get_session_id()")
+        distinct_id = page.evaluate("window.posthog.get_distinct_id()")
+    finally:
+        context.close()  # posthog-js flushes what is left on unload
+    return {
+        "login": login,
+        "chat": chat,
+        "send": send,
+        "fail": fail,
+        "session_id": session_id,
+        "distinct_id": distinct_id,
+        "sent": sent,
+    }
+
+
+@pytest.mark.parametrize("cross_origin", [False, True], ids=["same-origin", "cross-origin"])
+def test_frontend_and_backend_events_share_request_session_and_person(
+    browser: Any, sink: LocalSink, cross_origin: bool
+) -> None:
+    with servers(sink, cross_origin) as (url, api):
+        seen = journey(browser, url, sink)
+        chat, send, fail = seen["chat"], seen["send"], seen["fail"]
+        session = seen["session_id"]
+        assert seen["distinct_id"] == USER
+        assert chat["status"] == 200 and send["status"] == 200
+
+        # what the browser sent: our traceparent plus posthog-js' tracing headers
+        by_rid = {}
+        for headers in seen["sent"]:
+            match = TRACEPARENT.match(headers.get("traceparent", ""))
+            assert match, headers
+            by_rid[match.group(1)] = headers
+        for call in (chat, send, fail):
+            headers = by_rid[call["requestId"]]
+            assert headers["x-posthog-session-id"] == session
+            assert headers["x-posthog-window-id"]
+        assert by_rid[chat["requestId"]]["x-posthog-distinct-id"] == USER
+        assert chat["responseRequestId"] == chat["requestId"]  # exposed X-Request-ID
+
+        rid = chat["requestId"]
+        events = wait_events(
+            sink,
+            lambda evs: (
+                has(evs, "button_click", request_id=rid)
+                and has(evs, "chat_started", request_id=rid)
+                and has(evs, "api_request", request_id=rid)
+                and has(evs, "chat_message_sent", request_id=send["requestId"])
+                and has(evs, "api_request", request_id=send["requestId"])
+                and has(evs, "api_call_failed", request_id=fail["requestId"])
+                and has(evs, "api_error", request_id=fail["requestId"])
+            ),
+        )
+
+        # Start Chat: button_click, chat_started and the backend api_request are one request
+        click = one(events, "button_click", request_id=rid)
+        assert click.properties["button_name"] == "Start Chat"
+        started = one(events, "chat_started", request_id=rid)
+        backend = one(events, "api_request", request_id=rid)
+        assert (backend.properties["method"], backend.properties["endpoint"]) == (
+            "GET",
+            "/api/chat/messages",
+        )
+        assert backend.properties["source"] == "backend"
+        for event in (click, started, backend):
+            assert event.distinct_id == USER  # posthog.identify() id == verified JWT subject
+            assert event.properties["$session_id"] == session
+        assert backend.properties.get("$window_id") == click.properties.get("$window_id")
+
+        # send box
+        sent_event = one(events, "chat_message_sent", request_id=send["requestId"])
+        sent_backend = one(events, "api_request", request_id=send["requestId"])
+        assert sent_backend.properties["endpoint"] == "/api/chat/send"
+        assert sent_event.distinct_id == sent_backend.distinct_id == USER
+        assert sent_event.properties["$session_id"] == sent_backend.properties["$session_id"]
+
+        # the failing call: the frontend event carries the id made before the call
+        failed = one(events, "api_call_failed", request_id=fail["requestId"])
+        error = one(events, "api_error", request_id=fail["requestId"])
+        assert error.distinct_id == failed.distinct_id == USER
+        assert error.properties["$session_id"] == failed.properties["$session_id"] == session
+        assert error.properties["status_code"] == 500
+        if cross_origin:
+            # the 500 is answered outside CORSMiddleware: the browser sees only a TypeError
+            assert "Failed to fetch" in fail["error"], fail
+            assert fail.get("status") is None
+            assert "Failed to fetch" in failed.properties["error"]
+            log = api.output()
+            for path in ("/api/auth/login", "/api/chat/messages", "/api/chat/send"):
+                assert re.search(rf'"OPTIONS {re.escape(path)} HTTP/1.1" 200', log), log
+        else:
+            assert fail["status"] == 500 and failed.properties["status"] == 500
+            assert fail["responseRequestId"] == fail["requestId"]
+
+        # no event for the preflight, none for the page's own assets
+        for event in sink.events():
+            assert event.properties.get("method") != "OPTIONS", event
+            path = str(event.properties.get("path", ""))
+            assert not path.startswith(("/static", "/vendor", "/otel-posthog")), event
+            assert path != "/" or event.properties.get("source") != "backend", event
+
+
+def test_posthog_trace_propagation_targets_id_is_not_on_posthog_events(
+    browser: Any, sink: LocalSink
+) -> None:
+    """posthog-js' own ``trace_propagation_targets`` makes a traceparent the backend uses,
+    but neither hands its id to the page nor puts it on posthog-js' events; and it leaves
+    the traceparent set by ``otel-posthog.js`` alone."""
+    with servers(sink, False) as (url, _api):
+        host = url.rstrip("/")
+        context, page, sent = open_page(browser, url)
+        try:
+            page.evaluate(
+                "async (host) => { window.posthog.set_config({trace_propagation_targets: [host]});"
+                " await fetch(host + '/api/popular/movies');"
+                " window.posthog.capture('movies_viewed', {}) }",
+                host,
+            )
+            page.fill("#user-id", USER)
+            login = click_and_wait(page, "#login-button", 1)
+            page.wait_for_function("!document.getElementById('start-chat').disabled")
+            chat = click_and_wait(page, "#start-chat", 2)
+        finally:
+            context.close()
+        plain = next(h for h in sent if h["url"].endswith("/api/popular/movies"))
+        match = TRACEPARENT.match(plain.get("traceparent", ""))
+        assert match, plain  # posthog-js generated a sampled traceparent
+        posthog_trace_id = match.group(1)
+        events = wait_events(
+            sink,
+            lambda evs: (
+                has(evs, "api_request", request_id=posthog_trace_id)
+                and has(evs, "movies_viewed")
+                and has(evs, "button_click", request_id=chat["requestId"])
+                and has(evs, "api_request", request_id=chat["requestId"])
+            ),
+        )
+        # the backend took posthog-js' trace id as request_id...
+        one(events, "api_request", request_id=posthog_trace_id)
+        # ...but no posthog-js event carries it
+        for event in events:
+            if event.properties.get("source") != "backend":
+                assert posthog_trace_id not in json.dumps(event.properties), event
+        # our traceparent survives posthog-js' patch for a listed host
+        for call in (login, chat):
+            headers = next(h for h in sent if h["traceparent"].split("-")[1] == call["requestId"])
+            assert headers["traceparent"].startswith(f"00-{call['requestId']}-")
