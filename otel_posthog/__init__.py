@@ -1,8 +1,8 @@
 """otel-posthog: OpenTelemetry spans become PostHog ``api_request``, ``api_error`` and
 ``slow_request`` events, on the right person, session and request."""
 
-from ._version import __version__
 from . import cors
+from ._version import __version__
 from .api import capture, configure, identify, stats
 from .processor import PostHogSpanProcessor
 from .propagator import PostHogPropagator, PostHogResponsePropagator

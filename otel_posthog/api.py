@@ -30,7 +30,9 @@ def _warn_once(key: str, message: str) -> None:
         log.warning(message)
 
 
-def configure(tracer_provider: TracerProvider | None = None, **settings: Any) -> PostHogSpanProcessor:
+def configure(
+    tracer_provider: TracerProvider | None = None, **settings: Any
+) -> PostHogSpanProcessor:
     """Add the PostHog bridge to an OpenTelemetry setup; returns its span processor.
 
     Uses ``tracer_provider``, else the global SDK provider (creating and setting one only
@@ -52,6 +54,10 @@ def configure(tracer_provider: TracerProvider | None = None, **settings: Any) ->
     processor = PostHogSpanProcessor(**settings)
     provider.add_span_processor(processor)
     provider._otel_posthog_processor = processor  # type: ignore[attr-defined]
+    from .exporter import unlinked_exporters
+
+    for exporter in unlinked_exporters():  # OTEL_TRACES_EXPORTER=posthog under another distro
+        exporter.link(processor)  # one pipeline: the exporter sends, with our request states
     install_request_id_generator(provider)
     install_propagators()
     return processor

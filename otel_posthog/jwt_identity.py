@@ -69,15 +69,14 @@ class JwksCache:
     def refresh_now(self) -> None:
         """Fetch now (export worker only), unless fetched within the last minute."""
         with self._lock:
-            if self._fetching or time.monotonic() - self._last_fetch < _JWKS_MIN_REFRESH_S:
-                wait = self._fetching
-            else:
+            fetching = self._fetching
+            recent = time.monotonic() - self._last_fetch < _JWKS_MIN_REFRESH_S
+            if not fetching and not recent:
                 self._fetching = True
-                wait = False
-        if wait:
+        if fetching:
             self.loaded.wait(self.timeout_s)
-            return
-        self._fetch_guarded()
+        elif not recent:
+            self._fetch_guarded()
 
     def _fetch_guarded(self) -> None:
         from .runtime import STATS, suppressed_instrumentation
@@ -113,7 +112,9 @@ class JwtVerifier:
         self.jwks = JwksCache(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
         allowed = settings.jwt_algorithms
         self._hmac_algs = [a for a in (allowed or HMAC_ALGORITHMS) if a in HMAC_ALGORITHMS]
-        self._asym_algs = [a for a in (allowed or ASYMMETRIC_ALGORITHMS) if a not in HMAC_ALGORITHMS]
+        self._asym_algs = [
+            a for a in (allowed or ASYMMETRIC_ALGORITHMS) if a not in HMAC_ALGORITHMS
+        ]
         self._public_key: Any = None
         if settings.jwt_public_key:
             from cryptography.hazmat.primitives.serialization import load_pem_public_key

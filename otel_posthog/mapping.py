@@ -38,6 +38,20 @@ _SESSION = ("session.id", "sessionId")
 _CLIENT_IP = ("client.address", "http.client_ip")
 _ENVIRONMENT = ("deployment.environment.name", "deployment.environment")
 _MAX_PROPERTY_CHARS = 16_384
+_RANDOM_BITS = (1 << 56) - 1
+# On custom events these always come from the request; other properties are the app's.
+_CORRELATION_KEYS = (
+    "request_id",
+    "$trace_id",
+    "$span_id",
+    "session_id",
+    "$session_id",
+    "$window_id",
+    "client_request_id",
+    "$process_person_profile",
+    "$ip",
+    "$geoip_disable",
+)
 
 
 def _first(attrs: Mapping[str, Any], names: tuple[str, ...]) -> Any:
@@ -122,10 +136,14 @@ def session_id(view: SpanView) -> str | None:
 
 
 def sampled(trace_id: int, rate: float) -> bool:
-    """Same decision for every service and event of one trace (lower 64 bits, like OTel)."""
+    """Same decision for every service and event of one trace.
+
+    Reads the rightmost 56 bits, which W3C Trace Context level 2 requires to be random
+    (the lower 64 bits of a UUID request id hold fixed variant bits and would bias it).
+    """
     if rate >= 1.0:
         return True
-    return (trace_id & 0xFFFF_FFFF_FFFF_FFFF) < int(rate * (1 << 64))
+    return (trace_id & _RANDOM_BITS) < int(rate * (1 << 56))
 
 
 def event_uuid(trace_id: int, span_id: int, name: str, index: int | None = None) -> str:
@@ -273,10 +291,15 @@ def map_custom_events(view: SpanView, settings: Settings) -> list[Event]:
     return [custom_event(view, c, base, person) for c in view.facts.custom_events]
 
 
-def custom_event(view: SpanView, custom: CustomEvent, base: Mapping[str, Any], person: str) -> Event:
+def custom_event(
+    view: SpanView, custom: CustomEvent, base: Mapping[str, Any], person: str
+) -> Event:
     """An ``otel_posthog.capture()`` event: the app's properties plus the request's correlation."""
-    props = {k: _cap(v) for k, v in custom.properties.items()}
-    props.update(base)
+    props = dict(base)
+    props.update((k, _cap(v)) for k, v in custom.properties.items())
+    props.update((k, base[k]) for k in _CORRELATION_KEYS if k in base)
+    if "$process_person_profile" not in base:
+        props.pop("$process_person_profile", None)
     return {
         "event": custom.event,
         "distinct_id": person,

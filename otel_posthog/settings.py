@@ -63,6 +63,7 @@ class Settings:
     exception_events: bool = False
     api_request_sample_rate: float = 1.0
     span_attributes: bool = True
+    redact_query: bool = True
     propagate_identity: bool = False
     trust_baggage: bool = False
     max_queue_size: int = 10_000
@@ -133,7 +134,11 @@ def _parse_str(name: str, raw: str) -> str:
 _Parser = Callable[[str, str], Any]
 
 SETTINGS_ENV: dict[str, tuple[str, _Parser, str]] = {
-    "api_key": ("POSTHOG_API_KEY", _parse_str, "PostHog project API key; unset disables the bridge"),
+    "api_key": (
+        "POSTHOG_API_KEY",
+        _parse_str,
+        "PostHog project API key; unset disables the bridge",
+    ),
     "host": ("POSTHOG_HOST", _parse_str, f"PostHog host (default {DEFAULT_HOST})"),
     "environment": (
         "OTEL_POSTHOG_ENVIRONMENT",
@@ -175,7 +180,11 @@ SETTINGS_ENV: dict[str, tuple[str, _Parser, str]] = {
         _parse_bool,
         "false: trust JWTs unverified (only behind a verifying gateway)",
     ),
-    "capture_ip": ("OTEL_POSTHOG_CAPTURE_IP", _parse_bool, "send the client IP as $ip (default false)"),
+    "capture_ip": (
+        "OTEL_POSTHOG_CAPTURE_IP",
+        _parse_bool,
+        "send the client IP as $ip (default false)",
+    ),
     "traceback_max_chars": (
         "OTEL_POSTHOG_TRACEBACK_MAX_CHARS",
         _parse_int,
@@ -196,6 +205,11 @@ SETTINGS_ENV: dict[str, tuple[str, _Parser, str]] = {
         _parse_bool,
         "set enduser.id / session.id on spans for other exporters (default true)",
     ),
+    "redact_query": (
+        "OTEL_POSTHOG_REDACT_QUERY",
+        _parse_bool,
+        "replace query-string values in server span URL attributes with REDACTED (default true)",
+    ),
     "propagate_identity": (
         "OTEL_POSTHOG_PROPAGATE_IDENTITY",
         _parse_bool,
@@ -211,7 +225,11 @@ SETTINGS_ENV: dict[str, tuple[str, _Parser, str]] = {
         _parse_int,
         "events held in memory before spooling/dropping (default 10000)",
     ),
-    "batch_size": ("OTEL_POSTHOG_BATCH_SIZE", _parse_int, "events per /batch/ request (default 500)"),
+    "batch_size": (
+        "OTEL_POSTHOG_BATCH_SIZE",
+        _parse_int,
+        "events per /batch/ request (default 500)",
+    ),
     "flush_interval_ms": (
         "OTEL_POSTHOG_FLUSH_INTERVAL_MS",
         _parse_int,
@@ -295,7 +313,9 @@ def _validate(s: Settings) -> None:
 
                 load_pem_public_key(s.jwt_public_key.encode())
         except ValueError as exc:
-            raise ConfigError(f"OTEL_POSTHOG_JWT_PUBLIC_KEY is not a valid PEM key: {exc}") from None
+            raise ConfigError(
+                f"OTEL_POSTHOG_JWT_PUBLIC_KEY is not a valid PEM key: {exc}"
+            ) from None
     if s.jwt_jwks_url and not s.jwt_jwks_url.startswith(("http://", "https://")):
         raise ConfigError("OTEL_POSTHOG_JWT_JWKS_URL must be an http(s) URL")
 

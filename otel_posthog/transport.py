@@ -200,7 +200,9 @@ class EventSender:
             first_at = 0.0
             interval = self.settings.flush_interval_ms / 1000
             while not (self._stopping and not self._queue):
-                timeout = interval if not pending else max(first_at + interval - time.monotonic(), 0)
+                timeout = (
+                    interval if not pending else max(first_at + interval - time.monotonic(), 0)
+                )
                 self._wake.wait(timeout)
                 self._wake.clear()
                 flushes: list[tuple[threading.Event, float]] = []

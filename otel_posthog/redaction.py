@@ -1,0 +1,60 @@
+"""Query-string values out of server span URL attributes.
+
+Query strings often carry secrets (tokens, signed URLs, passwords). The HTTP
+instrumentations record them in ``http.url`` / ``url.full`` / ``url.query``, and set
+those attributes again after the span started, so the bridge wraps the request span's
+``set_attribute`` to keep parameter names and replace values with ``REDACTED`` (the
+OpenTelemetry instrumentations' own convention). ``OTEL_POSTHOG_REDACT_QUERY=false``
+turns it off.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+REDACTED = "REDACTED"
+_URL_KEYS = ("http.url", "url.full", "http.target")
+_QUERY_KEYS = ("url.query",)
+
+
+def redact_query(query: str) -> str:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return "&".join(f"{name}={REDACTED}" for name, _ in pairs) if pairs else REDACTED
+
+
+def redact_url(url: str) -> str:
+    if "?" not in url:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query=redact_query(parts.query)))
+
+
+def redact_value(key: str, value: Any) -> Any:
+    if isinstance(value, str):
+        if key in _URL_KEYS:
+            return redact_url(value)
+        if key in _QUERY_KEYS and value:
+            return redact_query(value)
+    return value
+
+
+def redact_span_urls(span: Any) -> None:
+    """Redact the span's URL attributes now and whenever they are set again."""
+    attrs = span.attributes or {}
+    for key in _URL_KEYS + _QUERY_KEYS:
+        value = attrs.get(key)
+        redacted = redact_value(key, value)
+        if redacted is not value:
+            span.set_attribute(key, redacted)
+    original_set = span.set_attribute
+    original_set_many = span.set_attributes
+
+    def set_attribute(key: str, value: Any) -> None:
+        original_set(key, redact_value(key, value))
+
+    def set_attributes(attributes: Any) -> None:
+        original_set_many({k: redact_value(k, v) for k, v in attributes.items()})
+
+    span.set_attribute = set_attribute
+    span.set_attributes = set_attributes
