@@ -94,21 +94,30 @@ def has(events: list[StoredEvent], name: str, **props: Any) -> bool:
     )
 
 
-def open_page(browser: Any, url: str) -> tuple[Any, Any, list[dict[str, str]]]:
-    """A fresh browser context on ``url``; also returns the API requests' headers as sent."""
+@contextmanager
+def browser_page(browser: Any, url: str) -> Iterator[tuple[Any, list[dict[str, str]]]]:
+    """A page on ``url`` in a fresh browser context, and the API requests' headers as sent.
+
+    Keep it open until the frontend events are stored: posthog-js sends them from the page.
+    """
     context = browser.new_context()
-    page = context.new_page()
-    sent: list[dict[str, str]] = []
-    page.on(
-        "request",
-        lambda req: sent.append({"url": req.url, **req.headers}) if "/api/" in req.url else None,
-    )
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(url)
-    page.wait_for_function("document.getElementById('status').textContent === 'ready'")
-    assert not errors, errors
-    return context, page, sent
+    try:
+        page = context.new_page()
+        sent: list[dict[str, str]] = []
+        page.on(
+            "request",
+            lambda req: (
+                sent.append({"url": req.url, **req.headers}) if "/api/" in req.url else None
+            ),
+        )
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url)
+        page.wait_for_function("document.getElementById('status').textContent === 'ready'")
+        assert not errors, errors
+        yield page, sent
+    finally:
+        context.close()
 
 
 def click_and_wait(page: Any, selector: str, count: int) -> dict[str, Any]:
@@ -117,29 +126,22 @@ def click_and_wait(page: Any, selector: str, count: int) -> dict[str, Any]:
     return page.evaluate(f"window.exampleResults[{count - 1}]")
 
 
-def journey(browser: Any, url: str, sink: LocalSink) -> dict[str, Any]:
+def journey(page: Any) -> dict[str, Any]:
     """Log in, Start Chat, send a message, call the failing route; returns what the page saw."""
-    context, page, sent = open_page(browser, url)
-    try:
-        page.fill("#user-id", USER)
-        login = click_and_wait(page, "#login-button", 1)
-        page.wait_for_function("!document.getElementById('start-chat').disabled")
-        chat = click_and_wait(page, "#start-chat", 2)
-        page.fill("#message", "hello from chromium")
-        send = click_and_wait(page, "#send-button", 3)
-        fail = click_and_wait(page, "#recommendations", 4)
-        session_id = page.evaluate("window.posthog.get_session_id()")
-        distinct_id = page.evaluate("window.posthog.get_distinct_id()")
-    finally:
-        context.close()  # posthog-js flushes what is left on unload
+    page.fill("#user-id", USER)
+    login = click_and_wait(page, "#login-button", 1)
+    page.wait_for_function("!document.getElementById('start-chat').disabled")
+    chat = click_and_wait(page, "#start-chat", 2)
+    page.fill("#message", "hello from chromium")
+    send = click_and_wait(page, "#send-button", 3)
+    fail = click_and_wait(page, "#recommendations", 4)
     return {
         "login": login,
         "chat": chat,
         "send": send,
         "fail": fail,
-        "session_id": session_id,
-        "distinct_id": distinct_id,
-        "sent": sent,
+        "session_id": page.evaluate("window.posthog.get_session_id()"),
+        "distinct_id": page.evaluate("window.posthog.get_distinct_id()"),
     }
 
 
@@ -147,8 +149,8 @@ def journey(browser: Any, url: str, sink: LocalSink) -> dict[str, Any]:
 def test_frontend_and_backend_events_share_request_session_and_person(
     browser: Any, sink: LocalSink, cross_origin: bool
 ) -> None:
-    with servers(sink, cross_origin) as (url, api):
-        seen = journey(browser, url, sink)
+    with servers(sink, cross_origin) as (url, api), browser_page(browser, url) as (page, sent):
+        seen = journey(page)
         chat, send, fail = seen["chat"], seen["send"], seen["fail"]
         session = seen["session_id"]
         assert seen["distinct_id"] == USER
@@ -156,7 +158,7 @@ def test_frontend_and_backend_events_share_request_session_and_person(
 
         # what the browser sent: our traceparent plus posthog-js' tracing headers
         by_rid = {}
-        for headers in seen["sent"]:
+        for headers in sent:
             match = TRACEPARENT.match(headers.get("traceparent", ""))
             assert match, headers
             by_rid[match.group(1)] = headers
@@ -237,8 +239,7 @@ def test_posthog_trace_propagation_targets_id_is_not_on_posthog_events(
     the traceparent set by ``otel-posthog.js`` alone."""
     with servers(sink, False) as (url, _api):
         host = url.rstrip("/")
-        context, page, sent = open_page(browser, url)
-        try:
+        with browser_page(browser, url) as (page, sent):
             page.evaluate(
                 "async (host) => { window.posthog.set_config({trace_propagation_targets: [host]});"
                 " await fetch(host + '/api/popular/movies');"
@@ -249,28 +250,78 @@ def test_posthog_trace_propagation_targets_id_is_not_on_posthog_events(
             login = click_and_wait(page, "#login-button", 1)
             page.wait_for_function("!document.getElementById('start-chat').disabled")
             chat = click_and_wait(page, "#start-chat", 2)
-        finally:
-            context.close()
-        plain = next(h for h in sent if h["url"].endswith("/api/popular/movies"))
-        match = TRACEPARENT.match(plain.get("traceparent", ""))
-        assert match, plain  # posthog-js generated a sampled traceparent
-        posthog_trace_id = match.group(1)
-        events = wait_events(
-            sink,
-            lambda evs: (
-                has(evs, "api_request", request_id=posthog_trace_id)
-                and has(evs, "movies_viewed")
-                and has(evs, "button_click", request_id=chat["requestId"])
-                and has(evs, "api_request", request_id=chat["requestId"])
-            ),
-        )
-        # the backend took posthog-js' trace id as request_id...
-        one(events, "api_request", request_id=posthog_trace_id)
-        # ...but no posthog-js event carries it
-        for event in events:
-            if event.properties.get("source") != "backend":
-                assert posthog_trace_id not in json.dumps(event.properties), event
-        # our traceparent survives posthog-js' patch for a listed host
-        for call in (login, chat):
-            headers = next(h for h in sent if h["traceparent"].split("-")[1] == call["requestId"])
-            assert headers["traceparent"].startswith(f"00-{call['requestId']}-")
+            plain = next(h for h in sent if h["url"].endswith("/api/popular/movies"))
+            match = TRACEPARENT.match(plain.get("traceparent", ""))
+            assert match, plain  # posthog-js generated a sampled traceparent
+            posthog_trace_id = match.group(1)
+            events = wait_events(
+                sink,
+                lambda evs: (
+                    has(evs, "api_request", request_id=posthog_trace_id)
+                    and has(evs, "movies_viewed")
+                    and has(evs, "button_click", request_id=chat["requestId"])
+                    and has(evs, "api_request", request_id=chat["requestId"])
+                ),
+            )
+            # the backend took posthog-js' trace id as request_id...
+            one(events, "api_request", request_id=posthog_trace_id)
+            # ...but no posthog-js event carries it
+            for event in events:
+                if event.properties.get("source") != "backend":
+                    assert posthog_trace_id not in json.dumps(event.properties), event
+            # our traceparent survives posthog-js' patch for a listed host
+            for call in (login, chat):
+                headers = next(
+                    h for h in sent if h["traceparent"].split("-")[1] == call["requestId"]
+                )
+                assert headers["traceparent"].startswith(f"00-{call['requestId']}-")
+
+
+def test_helper_session_headers_and_traced_fetch_without_posthog_tracing_headers(
+    browser: Any, sink: LocalSink
+) -> None:
+    """With posthog-js' ``tracing_headers`` off, ``traced({posthog, sessionHeaders: true})``
+    sends the session headers itself, and ``tracedFetch`` hands each request id over first."""
+    with servers(sink, True, {"tracing_headers": []}) as (url, api):
+        with browser_page(browser, url) as (page, sent):
+            got = page.evaluate(
+                """async (api) => {
+                  const { traced, tracedFetch } = await import('/otel-posthog.js')
+                  const posthog = window.posthog
+                  posthog.identify('user_header_only')
+                  const call = traced({ posthog, sessionHeaders: true })
+                  call.capture('button_click', { button_name: 'Movies' })
+                  const res = await call.fetch(api + '/api/popular/movies')
+                  const seen = []
+                  const apiFetch = tracedFetch({ targets: [api], onRequest: (r) => seen.push(r) })
+                  let error = null
+                  try { await apiFetch(api + '/api/fail') } catch (e) { error = e }
+                  posthog.capture('api_call_failed', { request_id: error.requestId })
+                  return { rid: call.requestId, status: res.status, seen,
+                           errorRid: error.requestId, session: posthog.get_session_id() }
+                }""",
+                api.url,
+            )
+            assert got["status"] == 200
+            assert got["seen"] == [{"requestId": got["errorRid"], "url": api.url + "/api/fail"}]
+            movies = next(h for h in sent if h["url"].endswith("/api/popular/movies"))
+            assert movies["x-posthog-session-id"] == got["session"]
+            assert movies["x-posthog-distinct-id"] == "user_header_only"
+            assert movies["x-posthog-window-id"]
+            fail = next(h for h in sent if h["url"].endswith("/api/fail"))
+            assert "x-posthog-session-id" not in fail  # tracedFetch without posthog: no ids
+            events = wait_events(
+                sink,
+                lambda evs: (
+                    has(evs, "api_request", request_id=got["rid"])
+                    and has(evs, "button_click", request_id=got["rid"])
+                    and has(evs, "api_error", request_id=got["errorRid"])
+                    and has(evs, "api_call_failed", request_id=got["errorRid"])
+                ),
+            )
+            backend = one(events, "api_request", request_id=got["rid"])
+            click = one(events, "button_click", request_id=got["rid"])
+            assert backend.properties["$session_id"] == click.properties["$session_id"]
+            # no JWT: the header's distinct id is used, as an unverified (anonymous) person
+            assert backend.distinct_id == click.distinct_id == "user_header_only"
+            assert backend.properties.get("$process_person_profile") is False
