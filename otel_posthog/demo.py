@@ -9,10 +9,12 @@ the user's journey, the correlation of one request, and the web view's URL.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gzip
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -182,7 +184,9 @@ def start_app(root: Path, env: dict[str, str], port: int, log_path: Path) -> sub
     argv = [sys.executable, "-m", "uvicorn", EXAMPLE_APP, "--host", "127.0.0.1"]
     argv += ["--port", str(port)]
     log = open(log_path, "wb")  # noqa: SIM115
-    proc = subprocess.Popen(argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+    )
     log.close()
 
     def ready() -> bool:
@@ -198,6 +202,18 @@ def start_app(root: Path, env: dict[str, str], port: int, log_path: Path) -> sub
         stop_app(proc)
         raise RuntimeError("the example app did not start in 30 s")
     return proc
+
+
+def _die_with_parent() -> None:
+    """Linux: the app gets SIGTERM when the demo dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def stop_app(proc: subprocess.Popen) -> None:
@@ -232,6 +248,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from .sink.journey import journey, timeline
     from .sink.server import LocalSink, free_port
 
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # stop both servers cleanly
     root = project_root()
     if root is None:
         print("otel-posthog demo: run it from a clone (examples/ not found)", file=sys.stderr)

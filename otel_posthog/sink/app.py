@@ -2,7 +2,8 @@
 
 Accepts what posthog-python and posthog-js send (``/batch/``, ``/e/``, ``/i/v0/e/``,
 ``/capture/``, ``/track/``), answers posthog-js' configuration calls with minimal valid
-replies, stores events in an :class:`EventStore`, and answers CORS for browsers.
+replies, stores events in an :class:`EventStore`, and answers CORS for browsers; ``/``
+is the read-only web view (:mod:`.webview`).
 A malformed body gets a 400 with a reason; a wrong key a 401 and nothing stored.
 ``faults`` lets tests make it misbehave like a PostHog outage would.
 """
@@ -20,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from . import webview
 from .capture import AuthError, CaptureError, decode_body, normalise
 from .store import EventStore
 
@@ -164,6 +166,7 @@ def create_app(store: EventStore, api_key: str | None, faults: Faults | None = N
         Route("/_sink/health", health),
         Route("/_sink/stats", sink_stats),
     ]
+    routes += webview.routes(store)
     app = Starlette(routes=routes)
     app.state.store = store
     app.state.faults = faults

@@ -31,7 +31,9 @@ class ThreadedServer:
         config.setdefault("lifespan", "off")
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, **config))
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self.thread = threading.Thread(target=self.server.run, name="otel-posthog-server", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, name="otel-posthog-server", daemon=True
+        )
 
     @property
     def url(self) -> str:

@@ -137,7 +137,7 @@ class EventStore:
             sql += " WHERE " + " AND ".join(where)
         if order not in ("timestamp ASC", "timestamp DESC"):
             raise ValueError(order)
-        sql += f" ORDER BY {order}, rowid"
+        sql += f" ORDER BY {order}, rowid {order.split()[1]}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         with self._lock:
