@@ -28,6 +28,10 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
+# The product in one command, no PostHog account: local sink + example app + a user's journey.
+demo: $(STAMP)
+	$(BIN)/otel-posthog demo $(DEMO_ARGS)
+
 test: install browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
