@@ -85,3 +85,13 @@ def test_uuid_and_traceparent_checks():
     assert not valid_traceparent("00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01")
     assert not valid_traceparent("garbage")
     assert not valid_traceparent("ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+
+
+def test_readme_documents_every_setting():
+    from pathlib import Path
+
+    from otel_posthog.settings import ENVIRONMENT_VARIABLES
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [env for env in ENVIRONMENT_VARIABLES if f"`{env}`" not in readme]
+    assert not missing, f"README.md lacks: {missing}"
