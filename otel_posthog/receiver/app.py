@@ -135,8 +135,10 @@ def create_app(
     """The receiver app; ``app.state.sender`` is its sender (flushed at lifespan shutdown)."""
     out = sender if sender is not None else ReceiverSender(settings)
     token = settings.receiver_token
+    counts = dict.fromkeys(("requests", "spans", "rejected_spans", "events", "throttled"), 0)
 
     async def traces(request: Request) -> Response:
+        counts["requests"] += 1
         media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         protobuf = media == PROTOBUF
         if not _authorized(request, token):
@@ -166,13 +168,17 @@ def create_app(
             message = "more events than OTEL_POSTHOG_MAX_QUEUE_SIZE: send smaller batches"
             return _error(413, _INVALID_ARGUMENT, message, protobuf)
         if out.room() < len(events):
+            counts["throttled"] += 1
             return _error(429, _RESOURCE_EXHAUSTED, "outgoing queue full", protobuf, **_retry())
+        counts["spans"] += len(decoded.views)
+        counts["rejected_spans"] += decoded.rejected
+        counts["events"] += len(events)
         for event in events:  # one queue slot per event; the check above holds (one loop)
             out.submit("events", [event])
         return _success(decoded, protobuf)
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "queue_room": out.room()})
+        return JSONResponse({"status": "ok", "queue_room": out.room(), **counts})
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -187,6 +193,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.sender = out
+    app.state.counts = counts
     app.state.settings = settings
     return app
 
