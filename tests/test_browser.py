@@ -62,7 +62,7 @@ def servers(
             yield app.url + "/", app
         return
     page_port, api_port = free_port(), free_port()
-    page_origin = f"http://127.0.0.1:{page_port}"
+    page_origin = f"http://localhost:{page_port}"  # another host name, too
     api_env = bridge_env(sink, EXAMPLE_CORS_ORIGINS=page_origin)
     page_env["EXAMPLE_API_BASE"] = f"http://127.0.0.1:{api_port}"
     with (
