@@ -1,35 +1,45 @@
 """Adapter: the SDK span processor that turns request spans into PostHog events.
 
 ``on_start`` binds the request's :class:`RequestState` to its local-root SERVER span and
-resolves the person (cached, CPU only). ``on_end`` queues the finished span; mapping
-(:func:`otel_posthog.mapping.map_span`) and sending happen on the sender's worker thread.
+resolves the person (cached, CPU only). ``on_end`` hands the finished span to the
+:class:`~otel_posthog.pipeline.Pipeline` (mapping and sending happen on its worker
+thread), or, when a :class:`~otel_posthog.exporter.PostHogSpanExporter` is linked, hands
+the request state to that exporter, which submits the span when the SDK exports it.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from . import lifecycle
 from .jwt_identity import JwtVerifier
-from .mapping import Event, map_custom_events, map_span
-from .request_state import LIVE, RequestState, current_state
+from .mapping import Event
+from .pipeline import Pipeline
+from .pipeline import flush_all as _flush_pipelines
+from .redaction import redact_span_urls
+from .request_state import LIVE, LiveRequests, RequestState, current_state
 from .runtime import STATS, resolved_person, set_current_settings
-from .sdk_span import view_from_sdk_span
 from .settings import Settings, resolve_settings
-from .spanview import CustomEvent, RequestFacts
+from .spanview import CustomEvent
 from .transport import EventSender
+
+if TYPE_CHECKING:
+    from .exporter import PostHogSpanExporter
 
 log = logging.getLogger("otel_posthog")
 
 _SERVER = trace.SpanKind.SERVER
 _CLIENT = trace.SpanKind.CLIENT
 _PROCESSORS: weakref.WeakSet[PostHogSpanProcessor] = weakref.WeakSet()
+# A request that never ends is forgotten after this long (Sentry's 10-minute rule).
+REQUEST_MAX_AGE_S = 600.0
+_SWEEP_EVERY_S = 30.0
 
 
 class PostHogSpanProcessor(SpanProcessor):
@@ -42,38 +52,42 @@ class PostHogSpanProcessor(SpanProcessor):
     def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
         self.settings = settings if settings is not None else resolve_settings(**overrides)
         set_current_settings(self.settings)
-        self.verifier = JwtVerifier(self.settings)
-        self._children: dict[int, RequestState] = {}
+        self.pipeline = Pipeline(self.settings).acquire()
+        self.verifier: JwtVerifier = self.pipeline.verifier
+        # in-flight CLIENT children -> their request, for the rollup; bounded and swept
+        self._children = LiveRequests(max_entries=100_000, max_age_s=REQUEST_MAX_AGE_S)
+        self._last_sweep = time.monotonic()
+        self.exporter: PostHogSpanExporter | None = None
         self.enabled = self.settings.enabled
-        self.sender: EventSender | None = None
         if not self.enabled:
-            log.warning(
-                "otel_posthog: POSTHOG_API_KEY is not set: the PostHog bridge is disabled"
-            )
+            log.warning("otel_posthog: POSTHOG_API_KEY is not set: the PostHog bridge is disabled")
             return
-        spool = None
-        if self.settings.spool_dir:
-            from .spool import Spool
-
-            spool = Spool(self.settings)
-        self.sender = EventSender(self.settings, self._map_work, spool=spool)
-        self.verifier.start()
         _PROCESSORS.add(self)
-        lifecycle.install()
+
+    @property
+    def sender(self) -> EventSender | None:
+        return self.pipeline.sender
+
+    def link_exporter(self, exporter: PostHogSpanExporter) -> None:
+        """From now on ``exporter`` submits the request spans this processor enriches."""
+        self.exporter = exporter
 
     # -- request path ----------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         if not self.enabled:
             return
         try:
-            parent = trace.get_current_span(parent_context).get_span_context()
+            parent_span = trace.get_current_span(parent_context)
+            parent = parent_span.get_span_context()
             local_root = not parent.is_valid or parent.is_remote
             if span.kind is _SERVER and local_root:
                 self._bind_request(span, current_state(parent_context))
             elif span.kind is _CLIENT and not local_root:
+                if getattr(parent_span, "kind", None) is _CLIENT:
+                    return  # e.g. urllib3 under requests: one outbound call, counted once
                 state = current_state(parent_context)
-                if state is not None:
-                    self._children[span.context.span_id] = state
+                if state is not None and not state.finished:
+                    self._children.put(span.context.span_id, state)
         except Exception as exc:
             STATS.error("processor.on_start", exc)
 
@@ -84,13 +98,30 @@ class PostHogSpanProcessor(SpanProcessor):
         state.span = span
         state.span_id = span_ctx.span_id
         state.trace_id = span_ctx.trace_id
+        if self.settings.redact_query:
+            redact_span_urls(span)
         if state.token:
             result = self.verifier.resolve(state.token)
             state.jwt_distinct_id = result.distinct_id
             state.jwt_pending = result.pending
         LIVE.put(span_ctx.span_id, state)
+        if self.exporter is not None:
+            # held from the start: the exporter may get the span before our on_end runs
+            self.exporter.hold(span_ctx.span_id, state)
         if self.settings.span_attributes:
             set_identity_attributes(span, state)
+        self._maybe_sweep()
+
+    def _maybe_sweep(self) -> None:
+        """Forget requests (and their children) that started too long ago and never ended."""
+        now = time.monotonic()
+        if now - self._last_sweep < _SWEEP_EVERY_S:
+            return
+        self._last_sweep = now
+        self._children.prune()
+        LIVE.prune()
+        if self.exporter is not None:
+            self.exporter.held.prune()
 
     def on_end(self, span: ReadableSpan) -> None:
         if not self.enabled:
@@ -103,16 +134,11 @@ class PostHogSpanProcessor(SpanProcessor):
                     parent = span.parent
                     if parent is not None and parent.is_valid and not parent.is_remote:
                         return  # a nested server span: the local root makes the event
-                    state = RequestState()
-                    state.span_id, state.trace_id = span_id, span.context.trace_id
-                with state._lock:
-                    state.finished = True
-                    state.span = span  # the finished, read-only copy
-                    state.emit_late = self._emit_late
-                assert self.sender is not None
-                self.sender.submit("work", ("span", span, state))
+                if self.exporter is None:
+                    self.pipeline.submit(span, state)
+                # else the linked exporter submits it, with the state held since on_start
             elif span.kind is _CLIENT:
-                state = self._children.pop(span_id, None)
+                state = self._children.pop(span_id)
                 if state is not None and span.end_time and span.start_time:
                     ms = (span.end_time - span.start_time) / 1e6
                     attrs = span.attributes or {}
@@ -125,53 +151,19 @@ class PostHogSpanProcessor(SpanProcessor):
 
     def _emit_late(self, state: RequestState, custom: CustomEvent) -> None:
         """A ``capture()`` after the request span ended (e.g. in a BackgroundTask)."""
-        if self.sender is not None:
-            self.sender.submit("work", ("late", state.span, state, custom))
+        self.pipeline.emit_late(state, custom)
 
     # -- export worker --------------------------------------------------------------------
     def _map_work(self, work: tuple[Any, ...]) -> list[Event]:
-        kind, span, state = work[0], work[1], work[2]
-        if state.jwt_pending and state.token:
-            result = self.verifier.resolve(state.token, allow_fetch=True)
-            state.jwt_distinct_id, state.jwt_pending = result.distinct_id, False
-        facts = state.facts()
-        state.token = None  # the raw token is not needed any more
-        if kind == "late":
-            facts = _only_capture(facts, work[3])
-            events = map_custom_events(view_from_sdk_span(span, facts), self.settings)
-        else:
-            events = map_span(view_from_sdk_span(span, facts), self.settings)
-        return self._before_send(events)
-
-    def _before_send(self, events: list[Event]) -> list[Event]:
-        hook = self.settings.before_send
-        if hook is None:
-            return events
-        out = []
-        for event in events:
-            try:
-                result = hook(event)
-            except Exception as exc:
-                STATS.error("before_send", exc)
-                result = event
-            if result is not None:
-                out.append(result)
-        return out
+        return self.pipeline.map_work(work)
 
     # -- SpanProcessor lifecycle ------------------------------------------------------------
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        if self.sender is None:
-            return True
-        return self.sender.flush(timeout_millis / 1000)
+        return self.pipeline.flush(timeout_millis / 1000)
 
     def shutdown(self) -> None:
-        if self.sender is not None:
-            self.sender.shutdown(self.settings.shutdown_timeout_ms / 1000)
-
-
-def _only_capture(facts: RequestFacts, custom: CustomEvent) -> RequestFacts:
-    facts.custom_events = (custom,)
-    return facts
+        _PROCESSORS.discard(self)
+        self.pipeline.release()
 
 
 def set_identity_attributes(span: Any, state: RequestState) -> None:
@@ -190,12 +182,8 @@ def active_processors() -> list[PostHogSpanProcessor]:
 
 
 def flush_all(timeout_s: float | None = None) -> None:
-    for processor in active_processors():
-        try:
-            t = timeout_s if timeout_s is not None else processor.settings.shutdown_timeout_ms / 1000
-            processor.force_flush(int(t * 1000))
-        except Exception as exc:
-            STATS.error("flush_all", exc)
+    """Deliver everything queued by every bridge in this process."""
+    _flush_pipelines(timeout_s)
 
 
 __all__ = ["PostHogSpanProcessor", "resolved_person", "flush_all"]

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import (
     CarrierT,
@@ -98,6 +99,11 @@ class PostHogPropagator(TextMapPropagator):
             _, trust_baggage = self._flags()
             if trust_baggage:
                 bag = baggage.get_all(context)
+                if BAGGAGE_DISTINCT_KEY not in bag and BAGGAGE_SESSION_KEY not in bag:
+                    # the W3C baggage propagator may not run (or not before us)
+                    bag = baggage.get_all(
+                        W3CBaggagePropagator().extract(carrier, Context(), getter)
+                    )
                 state.baggage_distinct_id = sanitize(bag.get(BAGGAGE_DISTINCT_KEY))
                 state.session_id = state.session_id or sanitize(bag.get(BAGGAGE_SESSION_KEY))
             return otel_context.set_value(STATE_KEY, state, context)
@@ -123,23 +129,18 @@ class PostHogPropagator(TextMapPropagator):
         from .runtime import resolved_person
 
         person = resolved_person(state)
-        entries = []
+        ctx = context if context is not None else otel_context.get_current()
+        before = ctx
         if person:
-            entries.append(f"{BAGGAGE_DISTINCT_KEY}={_quote(person)}")
+            ctx = baggage.set_baggage(BAGGAGE_DISTINCT_KEY, person, ctx)
         if state.session_id:
-            entries.append(f"{BAGGAGE_SESSION_KEY}={_quote(state.session_id)}")
-        if entries:
-            setter.set(carrier, "baggage", ",".join(entries))
+            ctx = baggage.set_baggage(BAGGAGE_SESSION_KEY, state.session_id, ctx)
+        if ctx is not before:  # the whole baggage header: the app's entries and ours
+            W3CBaggagePropagator().inject(carrier, ctx, setter)
 
     @property
     def fields(self) -> set[str]:
         return set(_HEADERS) | {"baggage"}
-
-
-def _quote(value: str) -> str:
-    from urllib.parse import quote
-
-    return quote(value, safe="")
 
 
 def request_id_for_span(span: trace.Span) -> str | None:

@@ -1,0 +1,90 @@
+"""The example API with no tracing code at all: run it under ``opentelemetry-instrument``.
+
+It imports nothing from otel_posthog and calls no instrumentor; the launcher and the
+``posthog`` distro do everything (see docs/launcher.md):
+
+    POSTHOG_API_KEY=phc_... POSTHOG_HOST=https://us.i.posthog.com OTEL_SERVICE_NAME=api \
+    OTEL_POSTHOG_JWT_SECRET=demo-secret-change-me \
+    opentelemetry-instrument uvicorn examples.fastapi_app.plain_app:app --port 8000
+
+``/api/recommendations`` calls ``EXAMPLE_DOWNSTREAM_URL`` (if set) with ``requests``, to
+show outbound trace propagation and the ``http_client_calls`` rollup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import jwt
+import requests
+from fastapi import BackgroundTasks, FastAPI, HTTPException
+from pydantic import BaseModel
+
+DEMO_SECRET = os.environ.get("OTEL_POSTHOG_JWT_SECRET", "demo-secret-change-me")
+DEMO_USER = "user_12345"
+
+app = FastAPI(title="otel-posthog example (zero code)")
+
+
+class Login(BaseModel):
+    email: str = "demo@example.com"
+    user_id: str = DEMO_USER
+
+
+class Message(BaseModel):
+    text: str = "hello"
+    slow: bool = False
+
+
+def _downstream(path: str) -> dict:
+    base = os.environ.get("EXAMPLE_DOWNSTREAM_URL")
+    if not base:
+        return {}
+    response = requests.get(base.rstrip("/") + path, timeout=5)
+    return {"status": response.status_code, "body": response.json()}
+
+
+@app.post("/api/auth/login")
+async def login(body: Login) -> dict:
+    now = int(time.time())
+    claims = {"sub": body.user_id, "aud": "authenticated", "iat": now, "exp": now + 3600}
+    return {"token": jwt.encode(claims, DEMO_SECRET, algorithm="HS256"), "user_id": body.user_id}
+
+
+@app.get("/api/chat/messages")
+async def messages() -> dict:
+    return {"messages": [{"role": "assistant", "text": "Hi!"}, {"role": "user", "text": "Hey"}]}
+
+
+@app.post("/api/chat/send")
+async def send(body: Message, tasks: BackgroundTasks) -> dict:
+    if body.slow:
+        await asyncio.sleep(float(os.environ.get("EXAMPLE_SLOW_SECONDS", "1.2")))
+    tasks.add_task(_downstream, "/index")  # runs after the response, in the same trace
+    return {"echo": body.text}
+
+
+@app.get("/api/chat/{chat_id}")
+async def chat(chat_id: str) -> dict:
+    if chat_id == "missing":
+        raise HTTPException(status_code=404, detail="chat not found")
+    return {"chat_id": chat_id}
+
+
+@app.get("/api/recommendations")
+def recommendations() -> dict:
+    first = _downstream("/movies")
+    second = _downstream("/series")
+    return {"movies": first, "series": second}
+
+
+@app.get("/api/fail")
+async def fail() -> dict:
+    raise RuntimeError("the recommendation service is down")
+
+
+@app.get("/health")
+async def health() -> dict:
+    return {"ok": True, "pid": os.getpid()}

@@ -1,0 +1,140 @@
+"""Zero code: the ``posthog`` distro and configurator for ``opentelemetry-instrument``.
+
+``PostHogDistro`` (entry point ``opentelemetry_distro``) sets defaults before the SDK is
+built: ``OTEL_TRACES_EXPORTER=posthog`` when no exporter is set, ``OTEL_PYTHON_CONFIGURATOR=
+posthog`` when none is set, our propagator added to the global one, and the FastAPI
+instrumentation without its per-message ``http send`` / ``http receive`` spans.
+
+``PostHogConfigurator`` (entry point ``opentelemetry_configurator``) builds the SDK the
+standard way (same environment variables) and adds to the provider it builds:
+
+* the identity-enriching :class:`PostHogSpanProcessor`, first, so it sees each request
+  span start before any exporter sees it end;
+* an id generator that makes a UUID ``X-Request-ID`` the trace id (around the configured
+  ``OTEL_PYTHON_ID_GENERATOR``);
+* the ``posthog`` exporter in a ``SimpleSpanProcessor`` (its ``export`` only appends to
+  the pipeline's in-memory queue), linked to the processor: one pipeline, one event per
+  span. Other exporters keep the standard ``BatchSpanProcessor``;
+* the response propagator that sets ``X-Request-ID``.
+
+A mis-selection (another distro or configurator chosen while ``POSTHOG_API_KEY`` is set)
+is logged as a warning naming the variables to set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
+from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.sdk._configuration import _OTelSDKConfigurator
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+
+from .api import install_propagators
+from .exporter import PostHogSpanExporter
+from .processor import PostHogSpanProcessor
+from .propagator import RequestIdGenerator
+
+log = logging.getLogger("otel_posthog")
+
+NAME = "posthog"
+DISTRO_VAR = "OTEL_PYTHON_DISTRO"
+CONFIGURATOR_VAR = "OTEL_PYTHON_CONFIGURATOR"
+# Instrumentations (entry point names) that take ``exclude_spans``: the per-message
+# ASGI ``http send`` / ``http receive`` spans are noise for request events.
+_EXCLUDE_SPANS_FOR = ("fastapi", "starlette")
+
+_ran = {"distro": False, "configurator": False}
+FIX_HINT = f"set {DISTRO_VAR}={NAME} (and {CONFIGURATOR_VAR}={NAME})"
+
+
+class PostHogDistro(BaseDistro):
+    """Defaults for PostHog events from ``opentelemetry-instrument``, zero code."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        _ran["distro"] = True
+        os.environ.setdefault(OTEL_TRACES_EXPORTER, NAME)
+        os.environ.setdefault(CONFIGURATOR_VAR, NAME)
+        install_propagators()  # the global propagator is already built: add ours to it
+
+    def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        if entry_point.name in _EXCLUDE_SPANS_FOR:
+            kwargs.setdefault("exclude_spans", ["send", "receive"])
+        super().load_instrumentor(entry_point, **kwargs)
+
+
+def _export_span_processor(exporter: SpanExporter, *args: Any, **kwargs: Any) -> SpanProcessor:
+    if isinstance(exporter, PostHogSpanExporter):
+        return SimpleSpanProcessor(exporter)  # export() never blocks: it queues
+    return BatchSpanProcessor(exporter, *args, **kwargs)
+
+
+class PostHogConfigurator(_OTelSDKConfigurator):
+    """The SDK's standard configuration plus the PostHog processor, id generator and
+    response propagator."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        _ran["configurator"] = True
+        if not _ran["distro"] and os.environ.get("POSTHOG_API_KEY"):
+            log.warning(
+                "otel_posthog: the PostHog configurator runs under another distro (%s=%s), "
+                "whose defaults apply; %s",
+                DISTRO_VAR,
+                os.environ.get(DISTRO_VAR, "<unset>"),
+                FIX_HINT,
+            )
+        if os.environ.get("OTEL_CONFIG_FILE"):  # declarative configuration builds the SDK
+            super()._configure(**kwargs)
+            from .api import configure
+
+            configure()
+            return
+        from opentelemetry.sdk._configuration import (
+            _get_id_generator,
+            _import_id_generator,
+            _initialize_components,
+        )
+
+        processor = PostHogSpanProcessor()
+        inner = _import_id_generator(_get_id_generator())
+        _initialize_components(
+            **kwargs,
+            id_generator=RequestIdGenerator(inner),
+            span_processors=[processor],
+            export_span_processor=_export_span_processor,
+            exporter_args_map={PostHogSpanExporter: {"processor": processor}},
+        )
+        provider = trace.get_tracer_provider()
+        provider._otel_posthog_processor = processor  # type: ignore[attr-defined]
+        install_propagators()
+
+
+def check_selection() -> None:
+    """``opentelemetry_post_instrument`` hook: warn when PostHog was wanted but not set up."""
+    if not os.environ.get("POSTHOG_API_KEY") or _ran["configurator"]:
+        return
+    from .exporter import live_exporters
+
+    effect = (
+        "the posthog exporter sends events without identity, session or X-Request-ID"
+        if live_exporters()
+        else "requests make no PostHog events"
+    )
+    log.warning(
+        "otel_posthog: POSTHOG_API_KEY is set but opentelemetry-instrument did not select the "
+        "PostHog distro/configurator (%s=%s, %s=%s): unless the app calls "
+        "otel_posthog.configure(), %s. To fix: %s",
+        DISTRO_VAR,
+        os.environ.get(DISTRO_VAR, "<unset>"),
+        CONFIGURATOR_VAR,
+        os.environ.get(CONFIGURATOR_VAR, "<unset>"),
+        effect,
+        FIX_HINT,
+    )
+
+
+__all__ = ["PostHogDistro", "PostHogConfigurator", "check_selection"]

@@ -1,0 +1,164 @@
+"""The one PostHog pipeline behind both SDK entry points: span processor and span exporter.
+
+A :class:`Pipeline` owns the JWT verifier, the span -> events function (:meth:`map_work`,
+the only place a finished request span meets :func:`otel_posthog.mapping.map_span`) and
+one :class:`EventSender`. :class:`~otel_posthog.processor.PostHogSpanProcessor` and
+:class:`~otel_posthog.exporter.PostHogSpanExporter` both hand finished request spans to
+:meth:`Pipeline.submit`; when the two are linked they share one pipeline, and only the
+exporter submits, so a span never makes events twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from . import lifecycle
+from .jwt_identity import JwtVerifier
+from .mapping import Event, map_custom_events, map_span
+from .request_state import RequestState
+from .runtime import STATS
+from .sdk_span import view_from_sdk_span
+from .settings import Settings
+from .spanview import CustomEvent, RequestFacts
+from .transport import EventSender
+
+log = logging.getLogger("otel_posthog")
+
+_PIPELINES: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+
+
+class Pipeline:
+    """JWT re-check, span -> events mapping and delivery of one bridge (one sender thread).
+
+    Reference counted: every owner (a processor, an exporter) calls :meth:`acquire` and
+    :meth:`release`; the last release shuts the sender down after a final flush.
+    """
+
+    def __init__(self, settings: Settings, verifier: JwtVerifier | None = None) -> None:
+        self.settings = settings
+        self.verifier = verifier or JwtVerifier(settings)
+        self.sender: EventSender | None = None
+        self._owners = 0
+        self._lock = threading.Lock()
+        if not settings.enabled:
+            return
+        spool = None
+        if settings.spool_dir:
+            from .spool import Spool
+
+            spool = Spool(settings)
+        self.sender = EventSender(settings, self.map_work, spool=spool)
+        self.verifier.start()
+        _PIPELINES.add(self)
+        lifecycle.install()
+
+    # -- request path (never blocks) --------------------------------------------------------
+    def submit(self, span: ReadableSpan, state: RequestState | None) -> None:
+        """Queue a finished local-root SERVER span; ``state`` None means attributes only."""
+        if self.sender is None:
+            return
+        if state is None:
+            state = RequestState()
+            state.span_id, state.trace_id = span.context.span_id, span.context.trace_id
+        with state._lock:
+            state.finished = True
+            state.span = span  # the finished, read-only copy
+            state.emit_late = self.emit_late
+        self.sender.submit("work", ("span", span, state))
+
+    def emit_late(self, state: RequestState, custom: CustomEvent) -> None:
+        """A ``capture()`` after the request span ended (e.g. in a BackgroundTask)."""
+        if self.sender is not None:
+            self.sender.submit("work", ("late", state.span, state, custom))
+
+    # -- export worker ------------------------------------------------------------------------
+    def map_work(self, work: tuple[Any, ...]) -> list[Event]:
+        """The span -> events function shared by the processor and the exporter."""
+        kind, span, state = work[0], work[1], work[2]
+        if state.jwt_pending and state.token:
+            result = self.verifier.resolve(state.token, allow_fetch=True)
+            state.jwt_distinct_id, state.jwt_pending = result.distinct_id, False
+        facts = state.facts()
+        state.token = None  # the raw token is not needed any more
+        if kind == "late":
+            facts = _only_capture(facts, work[3])
+            events = map_custom_events(view_from_sdk_span(span, facts), self.settings)
+        else:
+            events = map_span(view_from_sdk_span(span, facts), self.settings)
+        return self._before_send(events)
+
+    def _before_send(self, events: list[Event]) -> list[Event]:
+        hook = self.settings.before_send
+        if hook is None:
+            return events
+        out = []
+        for event in events:
+            try:
+                result = hook(event)
+            except Exception as exc:
+                STATS.error("before_send", exc)
+                result = event
+            if result is not None:
+                out.append(result)
+        return out
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def acquire(self) -> Pipeline:
+        with self._lock:
+            self._owners += 1
+        return self
+
+    def release(self) -> None:
+        """Drop one owner; the last one flushes and stops the sender."""
+        with self._lock:
+            self._owners -= 1
+            last = self._owners <= 0
+        if last:
+            self.shutdown()
+        else:
+            self.flush(self.settings.shutdown_timeout_ms / 1000)
+
+    def flush(self, timeout_s: float) -> bool:
+        return True if self.sender is None else self.sender.flush(timeout_s)
+
+    def shutdown(self) -> None:
+        if self.sender is not None:
+            self.sender.shutdown(self.settings.shutdown_timeout_ms / 1000)
+        _PIPELINES.discard(self)
+
+
+def _only_capture(facts: RequestFacts, custom: CustomEvent) -> RequestFacts:
+    facts.custom_events = (custom,)
+    return facts
+
+
+def active_pipelines() -> list[Pipeline]:
+    return list(_PIPELINES)
+
+
+def flush_all(timeout_s: float | None = None) -> None:
+    """Deliver what every pipeline holds (spans still in an SDK batch processor first)."""
+    from .exporter import live_exporters
+
+    if live_exporters():  # their spans may still wait in a BatchSpanProcessor
+        from opentelemetry import trace
+
+        provider = trace.get_tracer_provider()
+        flush = getattr(provider, "force_flush", None)
+        if flush is not None:
+            try:
+                ms = 5000 if timeout_s is None else int(timeout_s * 1000)
+                flush(ms)
+            except Exception as exc:
+                STATS.error("flush_all.provider", exc)
+    for pipeline in active_pipelines():
+        try:
+            t = timeout_s if timeout_s is not None else pipeline.settings.shutdown_timeout_ms / 1000
+            pipeline.flush(t)
+        except Exception as exc:
+            STATS.error("flush_all", exc)
