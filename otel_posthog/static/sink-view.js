@@ -177,12 +177,12 @@ async function refresh() {
 }
 
 function init() {
-  $("filters").addEventListener("submit", (e) => {
-    e.preventDefault();
-    setFilters({ user: $("user").value, session: $("session").value, request: $("request").value.trim() });
+  const fromForm = () => setFilters({
+    user: $("user").value, session: $("session").value, request: $("request").value.trim(),
   });
-  $("user").addEventListener("change", () => setFilters({ ...filters(), user: $("user").value }));
-  $("session").addEventListener("change", () => setFilters({ ...filters(), session: $("session").value }));
+  $("filters").addEventListener("submit", (e) => { e.preventDefault(); fromForm(); });
+  $("user").addEventListener("change", fromForm);
+  $("session").addEventListener("change", fromForm);
   $("clear").addEventListener("click", () => setFilters({}));
   window.addEventListener("popstate", refresh);
   setInterval(() => { if ($("live").checked && !document.hidden) refresh(); }, 3000);
