@@ -4,17 +4,22 @@ The request path only appends to a deque (no lock, no I/O). The worker maps queu
 to events (via a callable the owner gives it), batches them, and posts each batch with
 posthog-python's request layer (same wire format: ``api_key``, ``batch``, ``sent_at``,
 gzip), retrying network errors, 408, 429 and 5xx with exponential backoff that honours
-``Retry-After``. The worker runs with OpenTelemetry instrumentation suppressed, so the
-bridge's own HTTP calls never become spans or events. After ``fork()`` the child gets a
-fresh queue, session and thread.
+``Retry-After``; with a spool (:mod:`otel_posthog.spool`) failed batches go to disk and
+are re-sent from there. ``flush()``/``shutdown()`` keep their deadline: what is still in
+memory then goes to the spool. The worker runs with OpenTelemetry instrumentation
+suppressed, so the bridge's own HTTP calls never become spans or events. After
+``fork()`` the child gets a fresh queue, locks, session and thread (gunicorn
+``--preload``); the parent's queued events stay with the parent.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +37,8 @@ Work = Any  # an item the owner's mapper turns into events
 Mapper = Callable[[Work], list[Event]]
 
 _MAX_BACKOFF_S = 30.0
+_MAX_RETRY_AFTER_S = 600.0
+_SPOOL_CHECK_S = 5.0
 _RETRYABLE = {408, 429}
 
 
@@ -92,52 +99,85 @@ class BatchPoster:
 
 
 class EventSender:
-    """Owns the queue and the worker thread of one processor or exporter."""
+    """Owns the queue and the worker thread of one processor or exporter.
+
+    Without a spool a failed batch is retried in memory (``max_retries``, backoff honouring
+    ``Retry-After``) and then counted as dropped. With a spool a batch that fails with a
+    retryable error goes to disk at once, the sender backs off (at least ``Retry-After``)
+    and re-sends from the spool, oldest first; while PostHog is down or the spool holds a
+    backlog, new batches join the spool so the order holds.
+    """
 
     def __init__(self, settings: Settings, mapper: Mapper, spool: Any = None) -> None:
         self.settings = settings
         self.mapper = mapper
         self.spool = spool
         self._init_process_state()
+        STATS.track(self)
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._init_process_state)
+            ref = weakref.ref(self)
+
+            def after_fork_in_child() -> None:
+                sender = ref()
+                if sender is not None:
+                    sender._init_process_state()
+
+            os.register_at_fork(after_in_child=after_fork_in_child)
 
     def _init_process_state(self) -> None:
+        """Fresh queue, locks, HTTP session and (lazily) thread: at start and after fork."""
         self._pid = os.getpid()
         self._queue: deque[tuple[str, Any]] = deque()
         self._wake = threading.Event()
-        self._idle = threading.Condition()
-        self._in_flight = 0
         self._stopping = False
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._poster = BatchPoster(self.settings)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # starting the thread
+        self._hold = threading.Lock()  # pending / in-flight events vs. the flush hand-off
+        self._pending: list[Event] = []
+        self._first_at = 0.0
+        self._inflight: list[Event] | None = None
+        self._down_until = 0.0
+        self._backoff = 0.0
+        self._spool_backlog = self.spool is not None  # a previous run may have left events
+        self._next_spool_check = 0.0
 
     # -- request path -------------------------------------------------------------
     def submit(self, kind: str, item: Any) -> bool:
-        """Queue ``("work", item)`` or ``("events", [event, ...])``. Never blocks."""
+        """Queue ``("work", item)`` or ``("events", [event, ...])``. Never blocks.
+
+        When the queue is full (or the sender stopped) the item goes to the spool if
+        there is one (mapped here: overload only), else it is counted as dropped.
+        """
         if self._stopped:
-            STATS.add("dropped")
-            return False
+            return self._overflow(kind, item)
         if self._thread is None or self._pid != os.getpid():
             self._start()
         queue = self._queue
         if len(queue) >= self.settings.max_queue_size:
-            if kind == "events" and self.spool is not None:
-                self.spool.write(item)
-                STATS.add("spooled", len(item))
-                return True
-            STATS.add("dropped", len(item) if kind == "events" else 1)
-            from .runtime import log as _log
-
-            if STATS.snapshot()["dropped"] == 1:
-                _log.warning("otel_posthog: queue full, events dropped (counted in stats())")
-            return False
+            return self._overflow(kind, item)
         queue.append((kind, item))
         if len(queue) >= self.settings.batch_size:
             self._wake.set()
         return True
+
+    def _overflow(self, kind: str, item: Any) -> bool:
+        if self.spool is None:
+            STATS.add("dropped", len(item) if kind == "events" else 1)
+            return False
+        try:
+            events = list(item) if kind == "events" else self.mapper(item)
+            if events:
+                STATS.add("queued", len(events))
+                self.spool.write(events)
+                STATS.add("spooled", len(events))
+                self._spool_backlog = True
+            return True
+        except Exception as exc:
+            STATS.error("sender.overflow", exc)
+            STATS.add("dropped", len(item) if kind == "events" else 1)
+            return False
 
     # -- control ---------------------------------------------------------------------
     def _start(self) -> None:
@@ -152,125 +192,295 @@ class EventSender:
             self._thread.start()
 
     def flush(self, timeout_s: float) -> bool:
-        """Deliver everything queued so far, within ``timeout_s``. True when all was sent."""
-        if self._thread is None:
+        """Deliver everything queued so far, within ``timeout_s``. True when all was sent.
+
+        With a spool, "sent" includes "written to the spool"; when the deadline passes,
+        whatever is still in memory is written to the spool (or counted as dropped).
+        """
+        if self._thread is None or self._pid != os.getpid():
             return True
         done = threading.Event()
         deadline = time.monotonic() + timeout_s
         self._queue.append(("flush", (done, deadline)))
         self._wake.set()
-        return done.wait(max(timeout_s, 0))
+        if done.wait(max(timeout_s, 0)):
+            return True
+        self._hand_off()
+        return False
 
     def shutdown(self, timeout_s: float) -> None:
+        """Flush within ``timeout_s``, stop the worker; leftovers go to the spool. Never hangs."""
         if self._stopped:
             return
-        ok = self.flush(timeout_s)
+        start = time.monotonic()
+        self.flush(timeout_s)
         self._stopping = True
         self._stopped = True
         self._wake.set()
-        if not ok:
-            self._spool_leftovers()
+        self._hand_off()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(min(timeout_s - (time.monotonic() - start), 1.0), 0.0))
 
-    def _spool_leftovers(self) -> None:
-        leftovers: list[Event] = []
-        while self._queue:
-            try:
-                kind, item = self._queue.popleft()
-            except IndexError:
-                break
-            if kind == "events":
-                leftovers.extend(item)
-            elif kind == "work":
+    def _hand_off(self) -> None:
+        """Everything still in memory (queue, pending, in flight) to the spool, else dropped."""
+        with self._hold:
+            leftovers: list[Event] = []
+            if self._inflight is not None:
+                leftovers.extend(self._inflight)  # may still land too: same uuid, deduplicated
+                self._inflight = None
+            leftovers.extend(self._pending)
+            self._pending = []
+            while self._queue:
                 try:
-                    leftovers.extend(self.mapper(item))
+                    kind, item = self._queue.popleft()
+                except IndexError:
+                    break
+                if kind == "flush":
+                    item[0].set()
+                    continue
+                try:
+                    events = item if kind == "events" else self.mapper(item)
                 except Exception as exc:
                     STATS.error("sender.map", exc)
-        if not leftovers:
+                    continue
+                STATS.add("queued", len(events))
+                leftovers.extend(events)
+            if leftovers:
+                self._store(leftovers)
+
+    def _store(self, events: list[Event]) -> None:
+        """To the spool, or counted as dropped (caller holds ``_hold``)."""
+        if self.spool is None:
+            STATS.add("dropped", len(events))
             return
+        try:
+            self.spool.write(events)
+            STATS.add("spooled", len(events))
+            self._spool_backlog = True
+        except Exception as exc:
+            STATS.error("spool.write", exc)
+            STATS.add("dropped", len(events))
+
+    def gauges(self) -> dict[str, int]:
+        """Current depths, for ``stats()``."""
+        out = {"queue_depth": len(self._queue)}
         if self.spool is not None:
-            self.spool.write(leftovers)
-            STATS.add("spooled", len(leftovers))
-        else:
-            STATS.add("dropped", len(leftovers))
+            try:
+                out["spool_depth"] = self.spool.depth()
+            except Exception as exc:
+                STATS.error("spool.depth", exc)
+        return out
 
     # -- worker ------------------------------------------------------------------------
     def _run(self) -> None:
+        interval = self.settings.flush_interval_ms / 1000
         with suppressed_instrumentation():
-            pending: list[Event] = []
-            first_at = 0.0
-            interval = self.settings.flush_interval_ms / 1000
-            while not (self._stopping and not self._queue):
-                timeout = (
-                    interval if not pending else max(first_at + interval - time.monotonic(), 0)
-                )
+            while not self._stopping:
+                timeout = interval
+                if self._pending:
+                    timeout = max(self._first_at + interval - time.monotonic(), 0)
                 self._wake.wait(timeout)
                 self._wake.clear()
-                flushes: list[tuple[threading.Event, float]] = []
-                while self._queue:
-                    try:
-                        kind, item = self._queue.popleft()
-                    except IndexError:
-                        break
-                    if kind == "flush":
-                        flushes.append(item)
-                        break
-                    if not pending:
-                        first_at = time.monotonic()
-                    try:
-                        events = self.mapper(item) if kind == "work" else item
-                    except Exception as exc:
-                        STATS.error("sender.map", exc)
-                        continue
-                    if events:
-                        STATS.add("queued", len(events))
-                        pending.extend(events)
-                    while len(pending) >= self.settings.batch_size:
-                        self._deliver(pending[: self.settings.batch_size], None)
-                        del pending[: self.settings.batch_size]
-                if pending and (flushes or time.monotonic() - first_at >= interval):
-                    deadline = min((d for _, d in flushes), default=None)
-                    self._deliver(pending, deadline)
-                    pending = []
-                for done, _ in flushes:
-                    done.set()
-                if flushes and self._queue:
-                    self._wake.set()
-
-    def _deliver(self, batch: list[Event], deadline: float | None) -> None:
-        """Post with retries; what cannot be delivered goes to the spool or is counted dropped."""
-        attempt = 0
-        while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            try:
-                timeout = self.settings.request_timeout_ms / 1000
-                if remaining is not None:
-                    timeout = min(timeout, remaining)
-                self._poster.post(batch, timeout)
-                STATS.add("sent", len(batch))
-                STATS.add("batches_sent")
-                return
-            except DeliveryError as err:
-                if not err.retryable or attempt >= self.settings.max_retries:
-                    log.debug("otel_posthog: batch failed: %s", err)
-                    break
-                delay = min(2.0**attempt * 0.5, _MAX_BACKOFF_S)
-                if err.retry_after:
-                    delay = max(delay, min(err.retry_after, _MAX_BACKOFF_S))
-                attempt += 1
-                STATS.add("retried", len(batch))
-                if remaining is not None and delay >= remaining:
-                    break
                 if self._stopping:
                     break
-                time.sleep(delay)
-            except Exception as exc:  # never let the worker die
-                STATS.error("sender.post", exc)
+                try:
+                    self._cycle(interval)
+                    if self.spool is not None:
+                        self._drain_spool()
+                except Exception as exc:  # never let the worker die
+                    STATS.error("sender.worker", exc)
+                STATS.maybe_report()
+
+    def _cycle(self, interval: float) -> None:
+        bs = self.settings.batch_size
+        flushes: list[tuple[threading.Event, float]] = []
+        while not self._stopping:
+            marker = self._take(bs)
+            while (batch := self._next_batch(bs, False)) is not None:
+                self._send(batch, None)
+            if marker is not None:
+                flushes.append(marker)
                 break
+            if not self._queue:
+                break
+        force = bool(flushes) or (
+            bool(self._pending) and time.monotonic() - self._first_at >= interval
+        )
+        if force:
+            deadline = min((d for _, d in flushes), default=None)
+            while (batch := self._next_batch(bs, True)) is not None:
+                self._send(batch, deadline)
+        for done, _ in flushes:
+            done.set()
+        if flushes and self._queue:
+            self._wake.set()
+
+    def _take(self, limit: int) -> tuple[threading.Event, float] | None:
+        """Map up to ``limit`` queued items into pending; returns a flush marker if met."""
+        with self._hold:
+            for _ in range(limit):
+                try:
+                    kind, item = self._queue.popleft()
+                except IndexError:
+                    return None
+                if kind == "flush":
+                    return item
+                try:
+                    events = self.mapper(item) if kind == "work" else item
+                except Exception as exc:
+                    STATS.error("sender.map", exc)
+                    continue
+                if events:
+                    STATS.add("queued", len(events))
+                    if not self._pending:
+                        self._first_at = time.monotonic()
+                    self._pending.extend(events)
+        return None
+
+    def _next_batch(self, size: int, force: bool) -> list[Event] | None:
+        with self._hold:
+            pending = self._pending
+            if len(pending) >= size:
+                batch = pending[:size]
+                del pending[:size]
+            elif pending and force:
+                batch, self._pending = pending, []
+            else:
+                return None
+            self._inflight = batch
+            return batch
+
+    def _release(self, batch: list[Event]) -> bool:
+        """Caller holds ``_hold``; False when a flush hand-off already took the batch."""
+        if self._inflight is not batch:
+            return False
+        self._inflight = None
+        return True
+
+    def _send(self, batch: list[Event], deadline: float | None) -> None:
+        if self.spool is None:
+            self._deliver(batch, deadline)
+            return
+        if time.monotonic() < self._down_until or self._spool_backlog:
+            with self._hold:  # PostHog is down or older events wait: keep the order
+                if self._release(batch):
+                    self._store(batch)
+            return
+        err = self._post_once(batch, deadline)
+        with self._hold:
+            if not self._release(batch):
+                return
+            if err is None:
+                self._recovered()
+            elif err.retryable:
+                self._trip(err)
+                self._store(batch)
+            else:
+                self._rejected(err, len(batch))
+
+    def _post_once(self, batch: list[Event], deadline: float | None) -> DeliveryError | None:
+        timeout = self.settings.request_timeout_ms / 1000
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                return DeliveryError("flush deadline passed", True)
+        try:
+            try:
+                self._poster.post(batch, timeout)
+            except (TypeError, ValueError, RecursionError):
+                _make_serialisable(batch)  # e.g. a before_send hook added an odd value
+                self._poster.post(batch, timeout)
+        except DeliveryError as err:
+            log.debug("otel_posthog: batch failed: %s", err)
+            return err
+        except Exception as exc:
+            STATS.error("sender.post", exc)
+            return DeliveryError(f"{exc.__class__.__name__}", True)
+        STATS.add("sent", len(batch))
+        STATS.add("batches_sent")
+        return None
+
+    def _recovered(self) -> None:
+        self._backoff = 0.0
+        self._down_until = 0.0
+
+    def _trip(self, err: DeliveryError) -> None:
+        """PostHog is unavailable: wait (at least ``Retry-After``) before the next post."""
         STATS.add("batches_failed")
-        if self.spool is not None:
-            self.spool.write(batch)
-            STATS.add("spooled", len(batch))
-        else:
-            STATS.add("dropped", len(batch))
+        self._backoff = min(max(self._backoff * 2, 0.5), _MAX_BACKOFF_S)
+        delay = self._backoff
+        if err.retry_after:
+            delay = max(delay, min(err.retry_after, _MAX_RETRY_AFTER_S))
+        self._down_until = time.monotonic() + delay
+
+    def _rejected(self, err: DeliveryError, n: int) -> None:
+        STATS.add("batches_failed")
+        STATS.add("dropped", n)
+        STATS.error(f"sender.rejected.{err}", err)
+
+    def _drain_spool(self) -> None:
+        """Re-send spooled events, oldest first, for up to ~0.25 s per worker cycle."""
+        spool = self.spool
+        budget_end = time.monotonic() + 0.25
+        while not self._stopping and time.monotonic() < budget_end:
+            now = time.monotonic()
+            if now < self._down_until:
+                return
+            if not self._spool_backlog and now < self._next_spool_check:
+                return
+            claim = spool.claim(self.settings.batch_size)
+            if claim is None:
+                self._spool_backlog = False
+                self._next_spool_check = now + _SPOOL_CHECK_S  # other processes' leftovers
+                return
+            self._spool_backlog = True
+            STATS.add("retried", len(claim.events))
+            err = self._post_once(claim.events, None) if claim.events else None
+            if err is None:
+                spool.ack(claim)
+                self._recovered()
+            elif err.retryable:
+                spool.release(claim)
+                self._trip(err)
+                return
+            else:
+                spool.ack(claim)
+                self._rejected(err, len(claim.events))
+        self._wake.set()  # more may wait: continue after a look at the queue
+
+    def _deliver(self, batch: list[Event], deadline: float | None) -> None:
+        """No spool: post with in-memory retries; what cannot be delivered is counted dropped."""
+        attempt = 0
+        while True:
+            err = self._post_once(batch, deadline)
+            if err is None:
+                with self._hold:
+                    self._release(batch)
+                return
+            if not err.retryable or attempt >= self.settings.max_retries or self._stopping:
+                break
+            delay = min(2.0**attempt * 0.5, _MAX_BACKOFF_S)
+            if err.retry_after:
+                delay = max(delay, min(err.retry_after, _MAX_BACKOFF_S))
+            attempt += 1
+            STATS.add("retried", len(batch))
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                break
+            time.sleep(delay)
+        with self._hold:
+            if self._release(batch):
+                STATS.add("batches_failed")
+                STATS.add("dropped", len(batch))
+
+
+def _make_serialisable(batch: list[Event]) -> None:
+    """Replace each event by a JSON-safe copy (odd values as strings); drop what cannot be."""
+    kept: list[Event] = []
+    for event in batch:
+        try:
+            kept.append(json.loads(json.dumps(event, default=str)))
+        except (TypeError, ValueError, RecursionError) as exc:
+            STATS.error("sender.serialise", exc)
+            STATS.add("dropped")
+    batch[:] = kept

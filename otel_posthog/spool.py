@@ -1,0 +1,284 @@
+"""The durable spool: events that cannot be delivered now wait on disk, oldest first.
+
+One SQLite database (``spool.sqlite3``) in ``OTEL_POSTHOG_SPOOL_DIR``, in WAL mode. Every
+row is one event's full JSON, so a re-sent event keeps its original ``uuid`` and
+``timestamp`` (PostHog deduplicates on ``uuid``).
+
+* **Durability / fsync policy**: ``PRAGMA synchronous=NORMAL`` in WAL mode. A committed
+  write survives the process being killed (``SIGKILL``, OOM, crash) at any moment; on a
+  power loss or OS crash the last commits before the latest WAL checkpoint may be lost,
+  but the database is never corrupted. ``Spool(..., fsync=True)`` selects
+  ``synchronous=FULL`` (an ``fsync`` per commit).
+* **Bounded**: the JSON bytes held never exceed ``OTEL_POSTHOG_SPOOL_MAX_MB``; a write
+  that would pass the cap first deletes the oldest events, which are counted as
+  ``dropped`` (and ``spool_dropped``). Freed pages are reused and returned to the file
+  system (``auto_vacuum=INCREMENTAL``), the WAL is truncated after checkpoints.
+* **Several processes, one directory**: SQLite's file locks serialise writers (each
+  write is one ``BEGIN IMMEDIATE`` transaction). A sender *claims* a batch with a lease
+  before posting it and deletes it once PostHog accepted it; a claim whose process died
+  expires after the lease and the batch is sent again (same uuids, so no double count).
+* **Fork**: connections are per process; a child opens its own on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid as uuid_mod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .runtime import STATS
+from .settings import Settings
+
+log = logging.getLogger("otel_posthog")
+
+FILENAME = "spool.sqlite3"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    body TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    claimed_until REAL NOT NULL DEFAULT 0,
+    claim TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('bytes', 0);
+"""
+_ORPHANED: list[sqlite3.Connection] = []  # a parent's connections, never used in a child
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A batch taken from the spool; :meth:`Spool.ack` or :meth:`Spool.release` it."""
+
+    token: str
+    ids: tuple[int, ...]
+    events: list[dict[str, Any]]
+
+
+def encode(event: dict[str, Any]) -> str:
+    return json.dumps(event, default=str, separators=(",", ":"))
+
+
+class Spool:
+    """Durable, bounded, multi-process FIFO of PostHog events (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        path: str | None = None,
+        max_bytes: int | None = None,
+        fsync: bool = False,
+        lease_s: float | None = None,
+    ) -> None:
+        s = settings or Settings()
+        directory = path or s.spool_dir
+        if not directory:
+            raise ValueError("a spool needs a directory (OTEL_POSTHOG_SPOOL_DIR)")
+        os.makedirs(directory, exist_ok=True)
+        self.directory = directory
+        self.path = os.path.join(directory, FILENAME)
+        self.max_bytes = int(max_bytes if max_bytes is not None else s.spool_max_mb * 1024 * 1024)
+        self.fsync = fsync
+        self.lease_s = lease_s if lease_s is not None else s.request_timeout_ms / 1000 + 30
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        with self._lock:
+            self._connection()  # fail fast on an unusable directory
+            self._close()
+
+    # -- connection ------------------------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        if self._conn is not None:  # inherited over fork: never touch it in the child
+            _ORPHANED.append(self._conn)
+        self._pid = os.getpid()
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only effective on a new file
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
+        conn.execute("PRAGMA journal_size_limit=4194304")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._conn = conn
+        return conn
+
+    def _close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    # -- writing -----------------------------------------------------------------------------
+    def write(self, events: Sequence[dict[str, Any]]) -> int:
+        """Append events (oldest first); returns how many older events were dropped for room."""
+        rows = []
+        for event in events:
+            try:
+                body = encode(event)
+            except (TypeError, ValueError, RecursionError) as exc:
+                STATS.error("spool.encode", exc)
+                STATS.add("dropped")
+                continue
+            rows.append((body, len(body.encode())))
+        if not rows:
+            return 0
+        if sum(size for _, size in rows) > self.max_bytes:  # keep the newest that fit
+            kept, total = [], 0
+            for body, size in reversed(rows):
+                if total + size > self.max_bytes:
+                    break
+                kept.append((body, size))
+                total += size
+            too_many = len(rows) - len(kept)
+            STATS.add("dropped", too_many)
+            STATS.add("spool_dropped", too_many)
+            rows = kept[::-1]
+        incoming = sum(size for _, size in rows)
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                held = conn.execute("SELECT value FROM meta WHERE key='bytes'").fetchone()[0]
+                dropped = 0
+                if held + incoming > self.max_bytes:
+                    dropped = self._drop_oldest(conn, held + incoming - self.max_bytes)
+                conn.executemany("INSERT INTO events (body, size) VALUES (?, ?)", rows)
+                conn.execute("UPDATE meta SET value = value + ? WHERE key='bytes'", (incoming,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            if dropped:
+                conn.execute("PRAGMA incremental_vacuum")
+        if dropped:
+            STATS.add("dropped", dropped)
+            STATS.add("spool_dropped", dropped)
+        return dropped
+
+    def _drop_oldest(self, conn: sqlite3.Connection, need: int) -> int:
+        """Delete the oldest rows until ``need`` bytes are free (inside a transaction)."""
+        freed = dropped = 0
+        last_id = None
+        for row_id, size in conn.execute("SELECT id, size FROM events ORDER BY id"):
+            freed += size
+            dropped += 1
+            last_id = row_id
+            if freed >= need:
+                break
+        if last_id is not None:
+            conn.execute("DELETE FROM events WHERE id <= ?", (last_id,))
+            conn.execute("UPDATE meta SET value = value - ? WHERE key='bytes'", (freed,))
+        return dropped
+
+    # -- re-sending --------------------------------------------------------------------------
+    def claim(self, limit: int, max_bytes: int = 5 * 1024 * 1024) -> Claim | None:
+        """Take up to ``limit`` of the oldest unclaimed events for sending, or None."""
+        token = uuid_mod.uuid4().hex
+        now = time.time()
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows: list[tuple[int, str]] = []
+                total = 0
+                for row_id, body, size in conn.execute(
+                    "SELECT id, body, size FROM events WHERE claimed_until < ? ORDER BY id LIMIT ?",
+                    (now, limit),
+                ):
+                    if rows and total + size > max_bytes:
+                        break
+                    rows.append((row_id, body))
+                    total += size
+                if rows:
+                    conn.execute(
+                        "UPDATE events SET claimed_until = ?, claim = ? "
+                        "WHERE id BETWEEN ? AND ? AND claimed_until < ?",
+                        (now + self.lease_s, token, rows[0][0], rows[-1][0], now),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        if not rows:
+            return None
+        events = []
+        for _, body in rows:
+            try:
+                events.append(json.loads(body))
+            except ValueError as exc:  # cannot happen unless the file was edited
+                STATS.error("spool.decode", exc)
+        return Claim(token, tuple(row_id for row_id, _ in rows), events)
+
+    def ack(self, claim: Claim) -> None:
+        """The claimed events landed: delete them."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                freed = conn.execute(
+                    "SELECT total(size) FROM events WHERE claim = ? AND id BETWEEN ? AND ?",
+                    (claim.token, claim.ids[0], claim.ids[-1]),
+                ).fetchone()[0]
+                conn.execute(
+                    "DELETE FROM events WHERE claim = ? AND id BETWEEN ? AND ?",
+                    (claim.token, claim.ids[0], claim.ids[-1]),
+                )
+                conn.execute(
+                    "UPDATE meta SET value = max(value - ?, 0) WHERE key='bytes'", (int(freed),)
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def release(self, claim: Claim) -> None:
+        """The claimed events did not land: make them available again, in place."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute(
+                "UPDATE events SET claimed_until = 0, claim = NULL WHERE claim = ?",
+                (claim.token,),
+            )
+
+    # -- inspection --------------------------------------------------------------------------
+    def depth(self) -> int:
+        """Events held (claimed or not)."""
+        with self._lock:
+            return int(self._connection().execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def held_bytes(self) -> int:
+        with self._lock:
+            conn = self._connection()
+            return int(conn.execute("SELECT value FROM meta WHERE key='bytes'").fetchone()[0])
+
+    def disk_bytes(self) -> int:
+        """Bytes the spool's files take on disk (database, WAL, shared memory)."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                total += os.path.getsize(self.path + suffix)
+            except OSError:
+                pass
+        return total
