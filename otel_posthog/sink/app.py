@@ -25,8 +25,9 @@ from . import webview
 from .capture import AuthError, CaptureError, decode_body, normalise
 from .store import EventStore
 
-CAPTURE_PATHS = ("/batch/", "/batch", "/e/", "/e", "/i/v0/e/", "/i/v0/e", "/capture/", "/capture")
-CAPTURE_PATHS += ("/track/", "/track")
+CAPTURE_PATHS: tuple[str, ...] = ("/batch/", "/batch", "/e/", "/e", "/i/v0/e/", "/i/v0/e")
+CAPTURE_PATHS += ("/capture/", "/capture", "/track/", "/track")
+CAPTURE_PATHS += ("/i/v0/ai/batch/", "/i/v0/ai/batch")  # posthog-python's LLM events
 MAX_BODY = 20 * 1024 * 1024
 
 

@@ -89,7 +89,8 @@ def normalise(payload: Any, api_key: str | None, now: datetime | None = None) ->
     for raw in raw_events:
         if not isinstance(raw, dict):
             raise CaptureError("each event must be a JSON object")
-        props = raw.get("properties") if isinstance(raw.get("properties"), dict) else {}
+        raw_props = raw.get("properties")
+        props: dict[str, Any] = raw_props if isinstance(raw_props, dict) else {}
         key = top.get("api_key") or top.get("token") or raw.get("api_key") or props.get("token")
         if api_key is not None and key != api_key:
             raise AuthError("missing or wrong api_key")

@@ -118,7 +118,7 @@ def journey(
 def _duration(ev: StoredEvent) -> float:
     value = ev.properties.get("duration_ms", ev.properties.get("response_time_ms"))
     try:
-        return float(value)
+        return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return 0.0
 

@@ -30,7 +30,7 @@ class ThreadedServer:
         config.setdefault("log_level", "warning")
         config.setdefault("lifespan", "off")
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, **config))
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # uvicorn installs no signal handlers off the main thread: the owner stops it.
         self.thread = threading.Thread(
             target=self.server.run, name="otel-posthog-server", daemon=True
         )
