@@ -19,10 +19,10 @@ NIL_UUID = "00000000-0000-0000-0000-000000000000"
 def sanitize(value: object, limit: int = MAX_HEADER_CHARS) -> str | None:
     """Strip control characters and surrounding space, cap the length; None when empty."""
     if isinstance(value, bytes):
-        value = value.decode("latin-1")
+        value = value[: limit * 4].decode("latin-1")
     if not isinstance(value, str):
         return None
-    cleaned = _CONTROL.sub("", value).strip()[:limit]
+    cleaned = _CONTROL.sub("", value[: limit * 4]).strip()[:limit]
     return cleaned or None
 
 

@@ -7,6 +7,8 @@ receiver all call :func:`map_span`.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -38,6 +40,11 @@ _SESSION = ("session.id", "sessionId")
 _CLIENT_IP = ("client.address", "http.client_ip")
 _ENVIRONMENT = ("deployment.environment.name", "deployment.environment")
 _MAX_PROPERTY_CHARS = 16_384
+_MAX_TRACEBACK_CHARS = 100_000
+_MAX_EVENT_NAME_CHARS = 200
+# PostHog rejects events over ~1 MB; properties are trimmed (largest first) below this.
+MAX_EVENT_BYTES = 900_000
+TRUNCATED = "[truncated: event too large]"
 _RANDOM_BITS = (1 << 56) - 1
 # On custom events these always come from the request; other properties are the app's.
 _CORRELATION_KEYS = (
@@ -124,7 +131,7 @@ def resolve_person(view: SpanView) -> tuple[str, bool]:
             return facts.header_distinct_id, False
     person = _first(view.attributes, _PERSON)
     if person is not None:
-        return str(person), True
+        return _cap(str(person))[:1000], True
     return request_id(view), False
 
 
@@ -172,6 +179,63 @@ def _cap(value: Any) -> Any:
     return value
 
 
+def safe_value(value: Any) -> Any:
+    """An app-supplied property value made JSON-safe and bounded.
+
+    Long strings are cut; non-finite floats and objects JSON cannot hold become text;
+    containers whose JSON passes the cap (or nest too deep) become their cut JSON text.
+    """
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return _cap(value)
+    try:
+        text = json.dumps(value, default=str)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            text = str(value)
+        except Exception:
+            text = f"<{type(value).__name__}>"
+        return _cap(text)
+    if len(text) > _MAX_PROPERTY_CHARS:
+        return text[:_MAX_PROPERTY_CHARS]
+    return json.loads(text, parse_constant=str)
+
+
+def _json_size(value: Any) -> int:
+    if value is None or isinstance(value, (bool, int, float)):
+        return 24
+    if isinstance(value, str) and value.isascii():
+        return len(value) + 2 + value.count('"') + value.count("\\")
+    return len(json.dumps(value, default=str))
+
+
+def fit_properties(props: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Trim the largest properties (never those in ``keep``) until the event fits the limit."""
+    rough = sum(6 * len(k) + (6 * len(v) if isinstance(v, str) else 0) for k, v in props.items())
+    if rough + 64 * len(props) < MAX_EVENT_BYTES and all(
+        v is None or isinstance(v, (bool, int, float, str)) for v in props.values()
+    ):
+        return props
+    sizes = {k: len(json.dumps(k)) + _json_size(v) for k, v in props.items()}
+    total = sum(sizes.values())
+    if total <= MAX_EVENT_BYTES:
+        return props
+    trimmed = []
+    for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
+        if total <= MAX_EVENT_BYTES:
+            break
+        if key in keep:
+            continue
+        total -= sizes[key]
+        del props[key]
+        trimmed.append(key)
+    props["$otel_posthog_truncated"] = _cap(",".join(trimmed))
+    return props
+
+
 def _environment(view: SpanView, settings: Settings) -> str:
     if settings.environment:
         return settings.environment
@@ -197,11 +261,11 @@ def _correlation(view: SpanView, settings: Settings) -> tuple[dict[str, Any], st
         "request_id": rid,
         "$trace_id": format(view.trace_id, "032x"),
         "$span_id": format(view.span_id, "016x"),
-        "endpoint": endpoint(attrs),
+        "endpoint": _cap(endpoint(attrs)),
         "path": _cap(request_path(attrs)),
-        "method": request_method(attrs),
-        "environment": _environment(view, settings),
-        "service": view.resource.get("service.name"),
+        "method": _cap(request_method(attrs)),
+        "environment": _cap(_environment(view, settings)),
+        "service": safe_value(view.resource.get("service.name")),
         "source": "backend",
         "$lib": "otel-posthog",
         "$lib_version": __version__,
@@ -241,7 +305,7 @@ def map_span(view: SpanView, settings: Settings) -> list[Event]:
         return {
             "event": name,
             "distinct_id": person,
-            "properties": props,
+            "properties": fit_properties(props, _CORRELATION_KEYS),
             "timestamp": ts,
             "uuid": event_uuid(view.trace_id, view.span_id, name),
         }
@@ -261,9 +325,11 @@ def map_span(view: SpanView, settings: Settings) -> list[Event]:
     if exc is not None or (status is not None and status >= 500):
         props = dict(request_props)
         if exc is not None:
-            props["error_type"] = exc.type
+            props["error_type"] = _cap(exc.type)
             props["error_message"] = _cap(exc.message)
-            props["traceback"] = truncate_tail(exc.stacktrace, settings.traceback_max_chars)
+            props["traceback"] = truncate_tail(
+                exc.stacktrace, min(settings.traceback_max_chars, _MAX_TRACEBACK_CHARS)
+            )
         else:
             props["error_type"] = f"HTTP {status}"
             props["error_message"] = _http_phrase(status)
@@ -296,14 +362,16 @@ def custom_event(
 ) -> Event:
     """An ``otel_posthog.capture()`` event: the app's properties plus the request's correlation."""
     props = dict(base)
-    props.update((k, _cap(v)) for k, v in custom.properties.items())
+    props.update(
+        (str(k)[:_MAX_PROPERTY_CHARS], safe_value(v)) for k, v in custom.properties.items()
+    )
     props.update((k, base[k]) for k in _CORRELATION_KEYS if k in base)
     if "$process_person_profile" not in base:
         props.pop("$process_person_profile", None)
     return {
-        "event": custom.event,
+        "event": str(custom.event)[:_MAX_EVENT_NAME_CHARS],
         "distinct_id": person,
-        "properties": props,
+        "properties": fit_properties(props, _CORRELATION_KEYS),
         "timestamp": iso_timestamp(custom.timestamp_ns),
         "uuid": event_uuid(view.trace_id, view.span_id, custom.event, custom.index),
     }
