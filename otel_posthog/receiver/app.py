@@ -45,10 +45,18 @@ _INVALID_ARGUMENT, _RESOURCE_EXHAUSTED, _UNAVAILABLE, _UNAUTHENTICATED = 3, 8, 1
 
 
 class ReceiverSender(EventSender):
-    """The transport's sender, plus how many more events its queue takes (backpressure)."""
+    """The transport's sender, plus how many more events its queue takes (backpressure).
+
+    With ``OTEL_POSTHOG_SPOOL_DIR`` failed batches go to the on-disk spool, as in-process.
+    """
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings, _already_events)
+        spool = None
+        if settings.spool_dir:
+            from ..spool import Spool
+
+            spool = Spool(settings)
+        super().__init__(settings, _already_events, spool=spool)
 
     def room(self) -> int:
         return self.settings.max_queue_size - len(self._queue)
