@@ -35,6 +35,14 @@ demo: $(STAMP)
 test: install browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# Every benchmark scenario in one run, one table (docs/performance.md); valgrind for the
+# instruction counts. BENCH_ARGS e.g. "--scenarios 2,4 --skip load,faults".
+bench: $(STAMP)
+	@if ! command -v valgrind >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; \
+	fi
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check otel_posthog tests examples benchmarks
 	$(BIN)/ruff format --check otel_posthog tests examples benchmarks

@@ -1,0 +1,1 @@
+"""The performance suite behind ``make bench`` (see docs/performance.md)."""
