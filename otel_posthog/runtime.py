@@ -7,6 +7,7 @@ the propagators and helpers need without a reference to it.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import weakref
@@ -115,6 +116,14 @@ class Stats:
 
 
 STATS = Stats()
+
+
+def _reinit_stats_lock() -> None:
+    STATS._lock = threading.Lock()  # a thread may have held it at fork time
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_stats_lock)
 
 
 def register_metrics(meter_provider: Any = None) -> None:

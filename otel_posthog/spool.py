@@ -12,7 +12,8 @@ row is one event's full JSON, so a re-sent event keeps its original ``uuid`` and
 * **Bounded**: the JSON bytes held never exceed ``OTEL_POSTHOG_SPOOL_MAX_MB``; a write
   that would pass the cap first deletes the oldest events, which are counted as
   ``dropped`` (and ``spool_dropped``). Freed pages are reused and returned to the file
-  system (``auto_vacuum=INCREMENTAL``), the WAL is truncated after checkpoints.
+  system (``auto_vacuum=INCREMENTAL``), the WAL is checkpointed and truncated
+  at about 1 MB.
 * **Several processes, one directory**: SQLite's file locks serialise writers (each
   write is one ``BEGIN IMMEDIATE`` transaction). A sender *claims* a batch with a lease
   before posting it and deletes it once PostHog accepted it; a claim whose process died
@@ -29,6 +30,7 @@ import sqlite3
 import threading
 import time
 import uuid as uuid_mod
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +93,15 @@ class Spool:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+
+            def after_fork_in_child() -> None:
+                spool = ref()
+                if spool is not None:  # a thread may have held the lock at fork time
+                    spool._lock = threading.Lock()
+
+            os.register_at_fork(after_in_child=after_fork_in_child)
         with self._lock:
             self._connection()  # fail fast on an unusable directory
             self._close()
@@ -107,7 +118,8 @@ class Spool:
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only effective on a new file
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
-        conn.execute("PRAGMA journal_size_limit=4194304")
+        conn.execute("PRAGMA wal_autocheckpoint=256")  # checkpoint at ~1 MB of WAL
+        conn.execute("PRAGMA journal_size_limit=1048576")  # and truncate it back to 1 MB
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in _SCHEMA.split(";"):

@@ -123,6 +123,8 @@ class EventSender:
                     sender._init_process_state()
 
             os.register_at_fork(after_in_child=after_fork_in_child)
+        if spool is not None:
+            self._start()  # re-send what a previous run left, even before any traffic
 
     def _init_process_state(self) -> None:
         """Fresh queue, locks, HTTP session and (lazily) thread: at start and after fork."""

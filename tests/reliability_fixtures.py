@@ -1,0 +1,135 @@
+"""Helpers of the fault-injection tests: real SDK spans in volume, a sink that goes away.
+
+:class:`SpanDriver` drives a real :class:`PostHogSpanProcessor` on its own real
+``TracerProvider`` with request-shaped SERVER spans (one ``api_request`` each) and knows
+the uuid every span's event must arrive with. :class:`Outage` stops the local sink (the
+port then refuses connections) and brings it back on the same port and database.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+from otel_posthog.mapping import event_uuid
+from otel_posthog.processor import PostHogSpanProcessor
+from otel_posthog.runtime import STATS
+from otel_posthog.sink.server import LocalSink
+
+
+def make_events(n: int, tag: str = "t", pad: int = 0, age_s: float = 0) -> list[dict[str, Any]]:
+    """``n`` PostHog events with fresh uuids and increasing timestamps (``age_s`` ago)."""
+    now = time.time() - age_s
+    return [
+        {
+            "event": "api_request",
+            "distinct_id": f"user-{tag}",
+            "uuid": str(uuid.uuid4()),
+            "timestamp": datetime.fromtimestamp(now + i / 1000, tz=timezone.utc).isoformat(),
+            "properties": {"request_id": f"{tag}-{i}", "seq": i, "pad": "x" * pad},
+        }
+        for i in range(n)
+    ]
+
+
+class SpanDriver:
+    """A real provider + PostHog processor; ``requests(n)`` ends ``n`` request spans."""
+
+    def __init__(self, host: str, api_key: str, **settings: Any) -> None:
+        self.provider = TracerProvider(resource=Resource.create({"service.name": "rel-api"}))
+        defaults: dict[str, Any] = {"api_key": api_key, "host": host, "flush_interval_ms": 50}
+        defaults.update(settings)
+        self.processor = PostHogSpanProcessor(**defaults)
+        self.provider.add_span_processor(self.processor)
+        self.tracer = self.provider.get_tracer("reliability")
+        self.expected: set[str] = set()
+
+    def requests(self, n: int, route: str = "/items/{id}") -> None:
+        for i in range(n):
+            with self.tracer.start_as_current_span(
+                f"GET {route}",
+                kind=trace.SpanKind.SERVER,
+                attributes={
+                    "http.request.method": "GET",
+                    "http.route": route,
+                    "url.path": route.replace("{id}", str(i)),
+                    "http.response.status_code": 200,
+                },
+            ) as span:
+                ctx = span.get_span_context()
+            self.expected.add(event_uuid(ctx.trace_id, ctx.span_id, "api_request"))
+
+    def shutdown(self) -> None:
+        self.processor.shutdown()
+
+
+class Outage:
+    """The sink goes down (connections refused) and comes back on the same port and store."""
+
+    def __init__(self, db_path: str) -> None:
+        self.db_path = db_path
+        self.sink = LocalSink(db_path=db_path).start()
+        self.port = self.sink.port
+        self.api_key = self.sink.api_key
+        self.received_before = 0  # events received by earlier sink lifetimes
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def down(self) -> None:
+        self.received_before += self.sink.app.state.stats["received"]
+        self.sink.stop()
+
+    def up(self) -> LocalSink:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.sink = LocalSink(db_path=self.db_path, api_key=self.api_key, port=self.port)
+                return self.sink.start()
+            except (OSError, RuntimeError, SystemExit):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    @property
+    def received(self) -> int:
+        """Events received over all lifetimes, duplicates included."""
+        return self.received_before + self.sink.app.state.stats["received"]
+
+    def uuids(self) -> set[str]:
+        return {e.uuid for e in self.sink.events()}
+
+    def wait_for_uuids(self, expected: set[str], timeout_s: float) -> set[str]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            got = self.uuids()
+            if expected <= got or time.monotonic() > deadline:
+                return got
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        try:
+            self.sink.stop()
+        except Exception:
+            pass
+
+
+def stats_delta(before: dict[str, Any]) -> dict[str, int]:
+    now = STATS.snapshot(gauges=False)
+    return {k: v - before.get(k, 0) for k, v in now.items() if isinstance(v, int)}
+
+
+def rss_mb(pid: int | None = None) -> float:
+    with open(f"/proc/{pid or os.getpid()}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
