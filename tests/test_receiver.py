@@ -12,6 +12,8 @@ import uuid
 import pytest
 import requests
 from google.rpc import status_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -25,7 +27,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from otel_posthog.mapping import map_span
+from otel_posthog.receiver import DecodeError, decode_json, decode_protobuf
 from otel_posthog.receiver.cli import is_loopback
+from otel_posthog.settings import resolve_settings
 
 from .helpers import VENV_BIN, AppProcess
 from .receiver_fixtures import Receiver, json_request, json_span, new_ids, server_attributes
@@ -404,3 +409,63 @@ def test_cli_refuses_public_address_without_token(sink):
     assert "OTEL_POSTHOG_RECEIVER_TOKEN" in result.stderr and "--insecure" in result.stderr
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.5")
+
+
+# -- the decoders never fail with anything but DecodeError ------------------------------------
+
+_DEFAULTS = resolve_settings(env={})
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+_span_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "traceId": st.one_of(st.text(max_size=34), st.just("ab" * 16), st.integers()),
+        "spanId": st.one_of(st.text(max_size=18), st.just("cd" * 8)),
+        "parentSpanId": st.one_of(st.text(max_size=18), st.just("")),
+        "kind": st.one_of(st.integers(), st.text(max_size=20), st.just("SPAN_KIND_SERVER")),
+        "startTimeUnixNano": st.one_of(st.integers(), st.text(max_size=20), st.floats()),
+        "attributes": _json_values,
+        "events": _json_values,
+        "status": _json_values,
+        "flags": _json_values,
+    },
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        _json_values,
+        st.builds(
+            lambda spans, res: {
+                "resourceSpans": [{"resource": res, "scopeSpans": [{"spans": spans}]}]
+            },
+            st.lists(_span_like | _json_values, max_size=4),
+            _json_values,
+        ),
+    )
+)
+def test_json_decoder_only_raises_decode_error(value):
+    try:
+        decoded = decode_json(json.dumps(value).encode())
+    except DecodeError:
+        return
+    assert decoded.rejected >= 0
+    for view in decoded.views:
+        map_span(view, _DEFAULTS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_protobuf_decoder_only_raises_decode_error(body):
+    try:
+        decoded = decode_protobuf(body)
+    except DecodeError:
+        return
+    for view in decoded.views:
+        map_span(view, _DEFAULTS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 
 class BodyError(Exception):
@@ -23,11 +23,14 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         raise BodyError(413, f"body larger than {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise BodyError(413, f"body larger than {max_bytes} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise BodyError(413, f"body larger than {max_bytes} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise BodyError(400, "client disconnected before the body was complete") from None
     return b"".join(chunks)
 
 
