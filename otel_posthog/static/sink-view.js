@@ -106,14 +106,21 @@ function renderCharts(events) {
     if (!byEndpoint.has(key)) byEndpoint.set(key, []);
     byEndpoint.get(key).push(ev);
   }
-  const slowThreshold = Math.min(1000, ...events.filter((e) => e.event === "slow_request")
-    .map((e) => e.properties.threshold_ms).filter((t) => typeof t === "number"));
+  // slow = what the bridge called slow (per-route thresholds), not a guess made here
+  const slow = new Set(), thresholds = new Map();
+  for (const ev of events) {
+    if (ev.event !== "slow_request") continue;
+    slow.add(ev.properties.request_id);
+    if (typeof ev.properties.threshold_ms === "number") thresholds.set(ev.properties.endpoint, ev.properties.threshold_ms);
+  }
   const boxes = [];
-  for (const [endpoint, evs] of [...byEndpoint].sort()) boxes.push(chart(endpoint, evs, slowThreshold));
+  for (const [key, evs] of [...byEndpoint].sort()) {
+    boxes.push(chart(key, evs, thresholds.get(evs[0].properties.endpoint), slow));
+  }
   $("charts").replaceChildren(...boxes);
 }
 
-function chart(endpoint, evs, threshold) {
+function chart(endpoint, evs, threshold, slow) {
   const W = 300, H = 110, L = 40, B = 16, T = 8, R = 8;
   const times = evs.map((e) => Date.parse(e.timestamp));
   const values = evs.map((e) => e.properties.response_time_ms);
@@ -130,7 +137,7 @@ function chart(endpoint, evs, threshold) {
   svg.append(el("svg:line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
   svg.append(el("svg:text", { x: L - 4, y: T + 8, "text-anchor": "end" }, `${Math.round(vmax)}`));
   svg.append(el("svg:text", { x: L - 4, y: H - B, "text-anchor": "end" }, "0 ms"));
-  if (threshold <= vmax) {
+  if (threshold !== undefined && threshold <= vmax) {
     svg.append(el("svg:line", { class: "threshold", x1: L, y1: y(threshold), x2: W - R, y2: y(threshold) }));
   }
   const order = evs.map((e, i) => i).sort((a, b) => times[a] - times[b]);
@@ -139,7 +146,7 @@ function chart(endpoint, evs, threshold) {
   }
   for (const i of order) {
     const st = evs[i].properties.status_code;
-    const fill = st >= 500 ? FIXED.api_error : values[i] > threshold ? FIXED.slow_request : FIXED.api_request;
+    const fill = st >= 500 ? FIXED.api_error : slow.has(evs[i].properties.request_id) ? FIXED.slow_request : FIXED.api_request;
     const dot = el("svg:circle", { class: "point", cx: x(times[i]), cy: y(values[i]), r: 3.5, fill });
     dot.append(el("svg:title", {}, `${fmtTime(evs[i].timestamp)}  ${Math.round(values[i])} ms  status ${st}  ${evs[i].properties.request_id}`));
     svg.append(dot);
