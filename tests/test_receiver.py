@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import signal
+import subprocess
 import time
 import uuid
 
@@ -402,8 +403,6 @@ def test_cli_receive_serves_and_flushes_on_sigterm(sink):
 def test_cli_refuses_public_address_without_token(sink):
     env = {"POSTHOG_API_KEY": sink.api_key, "POSTHOG_HOST": sink.url}
     proc = AppProcess(env, argv=[str(VENV_BIN / "otel-posthog"), "receive", "--host", "0.0.0.0"])
-    import subprocess
-
     result = subprocess.run(proc.argv, env=proc.env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "OTEL_POSTHOG_RECEIVER_TOKEN" in result.stderr and "--insecure" in result.stderr
