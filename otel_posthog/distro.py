@@ -29,7 +29,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
-from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
@@ -67,10 +67,10 @@ class PostHogDistro(BaseDistro):
         super().load_instrumentor(entry_point, **kwargs)
 
 
-def _export_span_processor(exporter: SpanExporter, *args: Any, **kwargs: Any) -> SpanProcessor:
-    if isinstance(exporter, PostHogSpanExporter):
-        return SimpleSpanProcessor(exporter)  # export() never blocks: it queues
-    return BatchSpanProcessor(exporter, *args, **kwargs)
+def _export_span_processor(span_exporter: SpanExporter, *args: Any, **kwargs: Any) -> SpanProcessor:
+    if isinstance(span_exporter, PostHogSpanExporter):
+        return SimpleSpanProcessor(span_exporter)  # export() never blocks: it queues
+    return BatchSpanProcessor(span_exporter, *args, **kwargs)
 
 
 class PostHogConfigurator(_OTelSDKConfigurator):
