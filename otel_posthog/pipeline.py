@@ -69,7 +69,9 @@ class Pipeline:
             state.finished = True
             state.span = span  # the finished, read-only copy
             state.emit_late = self.emit_late
-        self.sender.submit("work", ("span", span, state))
+            # captures from now on go out through emit_late: not with the span too
+            captured = len(state.captures)
+        self.sender.submit("work", ("span", span, state, captured))
 
     def emit_late(self, state: RequestState, custom: CustomEvent) -> None:
         """A ``capture()`` after the request span ended (e.g. in a BackgroundTask)."""
@@ -89,6 +91,8 @@ class Pipeline:
             facts = _only_capture(facts, work[3])
             events = map_custom_events(view_from_sdk_span(span, facts), self.settings)
         else:
+            if len(work) > 3:
+                facts.custom_events = facts.custom_events[: work[3]]
             events = map_span(view_from_sdk_span(span, facts), self.settings)
         return self._before_send(events)
 

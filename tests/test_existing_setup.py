@@ -208,3 +208,40 @@ def test_configure_under_the_launcher_is_one_pipeline(sink, recorder, distro):
     assert all(e.distinct_id == USER for e in events if e.properties["request_id"] in rids)
     assert len({s.span_id for s in spans}) == len(spans)
     assert {s.trace_id for s in spans if s.kind == SERVER} >= {r.replace("-", "") for r in rids}
+
+
+def test_a_capture_just_after_the_request_ends_is_sent_once(sink):
+    """A BackgroundTask's capture() can land after the span was queued but before the
+    worker mapped it: it goes out once, through the late path, not also with the span."""
+    from opentelemetry import trace as trace_api
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_posthog.processor import PostHogSpanProcessor
+    from otel_posthog.request_state import LIVE
+
+    seen: list[str] = []
+
+    def before_send(event: dict) -> dict:
+        seen.append(event["event"])
+        return event
+
+    processor = PostHogSpanProcessor(
+        api_key=sink.api_key, host=sink.url, flush_interval_ms=300, before_send=before_send
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    try:
+        span = provider.get_tracer("t").start_span(
+            "GET /api/x",
+            kind=trace_api.SpanKind.SERVER,
+            attributes={"http.request.method": "GET", "url.path": "/api/x", "http.route": "/api/x"},
+        )
+        state = LIVE.get(span.get_span_context().span_id)
+        assert state is not None
+        state.add_capture("during", {})
+        span.end()  # queued; the worker maps it within the flush interval
+        state.add_capture("after", {})
+        assert processor.force_flush(5000)
+    finally:
+        provider.shutdown()
+    assert sorted(seen) == ["after", "api_request", "during"]
