@@ -51,28 +51,62 @@ def browser() -> Iterator[Any]:
         instance.close()
 
 
+def start_apps(make: Any, attempts: int = 3) -> list[AppProcess]:
+    """Start the apps ``make()`` returns; new ports if another process took one meanwhile."""
+    for attempt in range(attempts):
+        apps: list[AppProcess] = []
+        try:
+            for app in make():
+                apps.append(app)
+                app.start()
+            return apps
+        except RuntimeError as exc:
+            for app in apps:
+                app.stop()
+            if "address already in use" not in str(exc) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 @contextmanager
 def servers(
     sink: LocalSink, cross_origin: bool, posthog_options: dict[str, Any] | None = None
 ) -> Iterator[tuple[str, AppProcess]]:
     """(page URL, API process): one app, or a page app plus an API app on another port."""
-    page_env = {"EXAMPLE_POSTHOG_OPTIONS": json.dumps(posthog_options or {})}
-    if not cross_origin:
-        with AppProcess(bridge_env(sink, **page_env)) as app:
-            yield app.url + "/", app
-        return
-    page_port, api_port = free_port(), free_port()
-    page_origin = f"http://localhost:{page_port}"  # another host name, too
-    api_env = bridge_env(sink, EXAMPLE_CORS_ORIGINS=page_origin)
-    page_env["EXAMPLE_API_BASE"] = f"http://127.0.0.1:{api_port}"
-    with (
-        AppProcess(api_env, port=api_port) as api,
-        AppProcess(bridge_env(sink, **page_env), port=page_port),
-    ):
-        yield page_origin + "/", api
+    options = {"EXAMPLE_POSTHOG_OPTIONS": json.dumps(posthog_options or {})}
+    origins: list[str] = []
+
+    def make() -> list[AppProcess]:
+        if not cross_origin:
+            app = AppProcess(bridge_env(sink, **options))
+            origins[:] = [app.url]
+            return [app]
+        page_port, api_port = free_port(), free_port()
+        page_origin = f"http://localhost:{page_port}"  # another host name, too
+        origins[:] = [page_origin]
+        api_env = bridge_env(sink, EXAMPLE_CORS_ORIGINS=page_origin)
+        page_env = bridge_env(sink, EXAMPLE_API_BASE=f"http://127.0.0.1:{api_port}", **options)
+        return [AppProcess(api_env, port=api_port), AppProcess(page_env, port=page_port)]
+
+    apps = start_apps(make)
+    try:
+        yield origins[0] + "/", apps[0]
+    finally:
+        for app in apps:
+            app.stop()
 
 
-def wait_events(sink: LocalSink, check: Any, timeout_s: float = 15.0) -> list[StoredEvent]:
+def requests_to(page: Any, sent: list[dict[str, str]], count: int) -> list[dict[str, str]]:
+    """The API requests seen so far, once there are ``count`` (browser events arrive async)."""
+    for _ in range(100):
+        if len(sent) >= count:
+            break
+        page.wait_for_timeout(50)
+    assert len(sent) >= count, sent
+    return sent
+
+
+def wait_events(sink: LocalSink, check: Any, timeout_s: float = 30.0) -> list[StoredEvent]:
     events = sink.wait_for(lambda evs: bool(check(evs)), timeout_s=timeout_s)
     assert check(events), [(e.event, e.distinct_id, e.properties.get("request_id")) for e in events]
     return events
@@ -158,7 +192,7 @@ def test_frontend_and_backend_events_share_request_session_and_person(
 
         # what the browser sent: our traceparent plus posthog-js' tracing headers
         by_rid = {}
-        for headers in sent:
+        for headers in requests_to(page, sent, 4):
             match = TRACEPARENT.match(headers.get("traceparent", ""))
             assert match, headers
             by_rid[match.group(1)] = headers
@@ -250,7 +284,9 @@ def test_posthog_trace_propagation_targets_id_is_not_on_posthog_events(
             login = click_and_wait(page, "#login-button", 1)
             page.wait_for_function("!document.getElementById('start-chat').disabled")
             chat = click_and_wait(page, "#start-chat", 2)
-            plain = next(h for h in sent if h["url"].endswith("/api/popular/movies"))
+            plain = next(
+                h for h in requests_to(page, sent, 3) if h["url"].endswith("/api/popular/movies")
+            )
             match = TRACEPARENT.match(plain.get("traceparent", ""))
             assert match, plain  # posthog-js generated a sampled traceparent
             posthog_trace_id = match.group(1)
@@ -304,7 +340,9 @@ def test_helper_session_headers_and_traced_fetch_without_posthog_tracing_headers
             )
             assert got["status"] == 200
             assert got["seen"] == [{"requestId": got["errorRid"], "url": api.url + "/api/fail"}]
-            movies = next(h for h in sent if h["url"].endswith("/api/popular/movies"))
+            movies = next(
+                h for h in requests_to(page, sent, 2) if h["url"].endswith("/api/popular/movies")
+            )
             assert movies["x-posthog-session-id"] == got["session"]
             assert movies["x-posthog-distinct-id"] == "user_header_only"
             assert movies["x-posthog-window-id"]
