@@ -7,6 +7,7 @@ receiver all call :func:`map_span`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -153,11 +154,21 @@ def sampled(trace_id: int, rate: float) -> bool:
     return (trace_id & _RANDOM_BITS) < int(rate * (1 << 56))
 
 
+_NAMESPACE_SHA1 = hashlib.sha1(EVENT_NAMESPACE.bytes, usedforsecurity=False)
+
+
 def event_uuid(trace_id: int, span_id: int, name: str, index: int | None = None) -> str:
+    """``str(uuid.uuid5(EVENT_NAMESPACE, key))``, without building a ``UUID`` object."""
     key = f"{trace_id:032x}:{span_id:016x}:{name}"
     if index is not None:
         key += f":{index}"
-    return str(uuid.uuid5(EVENT_NAMESPACE, key))
+    sha = _NAMESPACE_SHA1.copy()
+    sha.update(key.encode())
+    digest = bytearray(sha.digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def iso_timestamp(ns: int) -> str:
@@ -214,10 +225,16 @@ def _json_size(value: Any) -> int:
 
 def fit_properties(props: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
     """Trim the largest properties (never those in ``keep``) until the event fits the limit."""
-    rough = sum(6 * len(k) + (6 * len(v) if isinstance(v, str) else 0) for k, v in props.items())
-    if rough + 64 * len(props) < MAX_EVENT_BYTES and all(
-        v is None or isinstance(v, (bool, int, float, str)) for v in props.values()
-    ):
+    rough = 64 * len(props)  # one pass: this runs for every event
+    for k, v in props.items():
+        if isinstance(v, str):
+            rough += 6 * (len(k) + len(v))
+        elif v is None or isinstance(v, (bool, int, float)):
+            rough += 6 * len(k)
+        else:
+            rough = MAX_EVENT_BYTES
+            break
+    if rough < MAX_EVENT_BYTES:
         return props
     sizes = {k: len(json.dumps(k)) + _json_size(v) for k, v in props.items()}
     total = sum(sizes.values())

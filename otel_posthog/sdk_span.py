@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 from .spanview import ExceptionInfo, RequestFacts, SpanView
+
+_KINDS = {kind: kind.name.lower() for kind in SpanKind}
+
+
+def _plain(attributes: Any) -> Mapping[str, Any]:
+    """A plain dict to read from, without copying when possible.
+
+    Every lookup on the SDK's ``BoundedAttributes`` (behind a ``MappingProxyType``) runs
+    Python code, and the mapping makes about fifteen per span; a finished span's
+    attributes no longer change, so its storage dict is read directly.
+    """
+    if not attributes:
+        return {}
+    inner = getattr(attributes, "_dict", None)
+    if isinstance(inner, dict):
+        return inner
+    return attributes if type(attributes) is dict else dict(attributes)
 
 
 def view_from_sdk_span(span: ReadableSpan, facts: RequestFacts | None = None) -> SpanView:
@@ -22,15 +42,15 @@ def view_from_sdk_span(span: ReadableSpan, facts: RequestFacts | None = None) ->
     )
     return SpanView(
         name=span.name,
-        kind=span.kind.name.lower(),
+        kind=_KINDS.get(span.kind) or span.kind.name.lower(),
         trace_id=ctx.trace_id if ctx else 0,
         span_id=ctx.span_id if ctx else 0,
         parent_span_id=parent.span_id if parent is not None and parent.is_valid else None,
         parent_is_remote=bool(parent is not None and parent.is_remote),
         start_ns=span.start_time or 0,
         end_ns=span.end_time or span.start_time or 0,
-        attributes=span.attributes or {},
-        resource=span.resource.attributes if span.resource else {},
+        attributes=_plain(getattr(span, "_attributes", None) or span.attributes),
+        resource=_plain(span.resource.attributes) if span.resource else {},
         exceptions=exceptions,
         status_error=span.status.status_code is StatusCode.ERROR,
         facts=facts,
