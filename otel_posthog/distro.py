@@ -44,9 +44,9 @@ log = logging.getLogger("otel_posthog")
 NAME = "posthog"
 DISTRO_VAR = "OTEL_PYTHON_DISTRO"
 CONFIGURATOR_VAR = "OTEL_PYTHON_CONFIGURATOR"
-# Instrumentations (entry point names) that take ``exclude_spans``: the per-message
+# Instrumentations (entry point names) known to take ``exclude_spans``: the per-message
 # ASGI ``http send`` / ``http receive`` spans are noise for request events.
-_EXCLUDE_SPANS_FOR = ("fastapi", "starlette")
+_EXCLUDE_SPANS_FOR = ("fastapi",)
 
 _ran = {"distro": False, "configurator": False}
 FIX_HINT = f"set {DISTRO_VAR}={NAME} (and {CONFIGURATOR_VAR}={NAME})"

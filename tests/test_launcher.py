@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 import uuid
 from collections import Counter
 
@@ -189,7 +190,9 @@ def _stop_gracefully(app: AppProcess) -> None:
 def test_uvicorn_two_workers_one_event_per_request_nothing_lost_at_exit(sink):
     # a long flush interval: events only leave at the workers' shutdown flush
     env = launcher_env(sink, OTEL_POSTHOG_FLUSH_INTERVAL_MS="60000")
-    app = AppProcess(env, argv=uvicorn_argv(PLAIN_APP, "--workers", "2"))
+    # a loaded test machine can take more than uvicorn's default 5 s to start a worker
+    argv = uvicorn_argv(PLAIN_APP, "--workers", "2", "--timeout-worker-healthcheck", "30")
+    app = AppProcess(env, argv=argv)
     with app:
         ids = _many_requests(app.url, 30)
         assert not sink.events("api_request")
@@ -219,3 +222,33 @@ def test_gunicorn_uvicorn_workers_one_event_per_request_nothing_lost_at_exit(sin
         _stop_gracefully(app)
     assert app.output().count("Booting worker") >= 2
     _assert_one_event_each(sink, ids)
+
+
+def test_posthog_exporter_under_the_stock_distro_works_and_warns(sink):
+    """No processor (stock distro and configurator, app calls nothing): the exporter still
+    makes one event per request from span attributes, and says identity is missing."""
+    env = launcher_env(
+        sink,
+        OTEL_PYTHON_DISTRO="distro",
+        OTEL_PYTHON_CONFIGURATOR="configurator",
+        OTEL_TRACES_EXPORTER="posthog",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
+    with AppProcess(env, argv=uvicorn_argv(PLAIN_APP)) as app:
+        for i in range(3):
+            r = requests.get(f"{app.url}/api/chat/{i}", timeout=5)
+            assert r.status_code == 200 and "X-Request-ID" not in r.headers  # no processor
+        found = sink.wait_for(lambda evs: len(evs) >= 3, events=["api_request"])
+        time.sleep(0.5)
+        output = app.output()
+    events = sink.events("api_request")
+    assert len(events) == 3 and len({e.properties["request_id"] for e in events}) == 3
+    assert sorted(e.properties["path"] for e in found) == [
+        "/api/chat/0",
+        "/api/chat/1",
+        "/api/chat/2",
+    ]
+    assert "runs without the PostHog span processor" in output
+    assert "OTEL_PYTHON_DISTRO=posthog" in output
