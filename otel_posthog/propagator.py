@@ -108,6 +108,23 @@ def _read_headers(carrier: CarrierT, getter: Getter[CarrierT]) -> dict[str, str 
     return {name: sanitize(value, limit=_limit(name)) for name, value in raw.items()}
 
 
+def _read_baggage(
+    carrier: CarrierT, context: Context, getter: Getter[CarrierT], state: RequestState
+) -> None:
+    """Identity from trusted baggage; a malformed baggage header loses only the baggage."""
+    try:
+        bag = baggage.get_all(context)
+        if BAGGAGE_DISTINCT_KEY not in bag and BAGGAGE_SESSION_KEY not in bag:
+            # the W3C baggage propagator may not run (or not before us)
+            bag = baggage.get_all(W3CBaggagePropagator().extract(carrier, Context(), getter))
+        state.baggage_distinct_id = sanitize(bag.get(BAGGAGE_DISTINCT_KEY))
+        state.session_id = state.session_id or sanitize(bag.get(BAGGAGE_SESSION_KEY))
+    except Exception as exc:
+        from .runtime import STATS
+
+        STATS.error("propagator.baggage", exc)
+
+
 class PostHogPropagator(TextMapPropagator):
     """Reads ``Authorization: Bearer``, ``X-POSTHOG-*`` and ``X-Request-ID`` into the context."""
 
@@ -150,14 +167,7 @@ class PostHogPropagator(TextMapPropagator):
                 state.trace_id_hint = uuid_int(state.x_request_id)
             _, trust_baggage = self._flags()
             if trust_baggage:
-                bag = baggage.get_all(context)
-                if BAGGAGE_DISTINCT_KEY not in bag and BAGGAGE_SESSION_KEY not in bag:
-                    # the W3C baggage propagator may not run (or not before us)
-                    bag = baggage.get_all(
-                        W3CBaggagePropagator().extract(carrier, Context(), getter)
-                    )
-                state.baggage_distinct_id = sanitize(bag.get(BAGGAGE_DISTINCT_KEY))
-                state.session_id = state.session_id or sanitize(bag.get(BAGGAGE_SESSION_KEY))
+                _read_baggage(carrier, context, getter, state)
             return otel_context.set_value(STATE_KEY, state, context)
         except Exception:  # a malformed header never fails the request
             from .runtime import STATS
