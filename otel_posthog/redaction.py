@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 REDACTED = "REDACTED"
 _URL_KEYS = ("http.url", "url.full", "http.target")
 _QUERY_KEYS = ("url.query",)
+_KEYS = frozenset(_URL_KEYS + _QUERY_KEYS)
 
 
 def redact_query(query: str) -> str:
@@ -50,11 +51,15 @@ def redact_span_urls(span: Any) -> None:
     original_set = span.set_attribute
     original_set_many = span.set_attributes
 
+    # called for every attribute the instrumentation sets (about 14 per request): only
+    # the few URL keys pay for redaction
     def set_attribute(key: str, value: Any) -> None:
-        original_set(key, redact_value(key, value))
+        original_set(key, redact_value(key, value) if key in _KEYS else value)
 
     def set_attributes(attributes: Any) -> None:
-        original_set_many({k: redact_value(k, v) for k, v in attributes.items()})
+        if any(k in _KEYS for k in attributes):
+            attributes = {k: redact_value(k, v) for k, v in attributes.items()}
+        original_set_many(attributes)
 
     span.set_attribute = set_attribute
     span.set_attributes = set_attributes
