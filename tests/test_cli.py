@@ -181,6 +181,28 @@ def test_missing_database_and_bad_arguments(tmp_path: Path) -> None:
     assert "bad --since" in run("errors", "--since", "yesterday", ok=False).stderr
 
 
+def test_a_persons_journey_includes_its_anonymous_past(running: tuple[SinkProcess, Path]) -> None:
+    sink, db = running
+
+    def js(t: float, name: str, person: str, **props: object) -> dict:
+        props = {"token": sink.key, "distinct_id": person, "$lib": "web", **props}
+        return {"uuid": str(uuid.uuid4()), "event": name, "timestamp": at(t), "properties": props}
+
+    body = [
+        js(0, "$pageview", "anon-1", **{"$pathname": "/login"}),
+        js(1, "$identify", "user_merged", **{"$anon_distinct_id": "anon-1"}),
+        js(2, "button_click", "user_merged", button_name="Start Chat"),
+        js(3, "$pageview", "anon-2"),  # someone else, never identified as user_merged
+    ]
+    assert requests.post(sink.url + "/e/", json=body, timeout=5).ok
+    out = json.loads(run("journey", "--user", "user_merged", "--json", "--db", str(db)).stdout)
+    assert [(e["event"], e["distinct_id"]) for e in out] == [
+        ("$pageview", "anon-1"),
+        ("$identify", "user_merged"),
+        ("button_click", "user_merged"),
+    ]
+
+
 def test_empty_results_say_so(running: tuple[SinkProcess, Path]) -> None:
     _, db = running
     empty = run("journey", "--user", "nobody", "--db", str(db))

@@ -36,6 +36,7 @@ def check_output(out: str) -> None:
     names = [line.split(" - ", 1)[1].split(" ", 1)[0] for line in lines]
     for name in ("api_request", "slow_request", "api_error", "button_click", "$identify"):
         assert name in names, journey
+    assert names[0] == "$pageview"  # before login, merged in by $identify
     assert names.index("button_click") < names.index("slow_request") < names.index("api_error")
     slow = next(line for line in lines if " slow_request " in line)
     rid = re.search(r"request_id: (\w+)", slow).group(1)  # type: ignore[union-attr]

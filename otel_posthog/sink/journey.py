@@ -102,9 +102,13 @@ def journey(
     since: str | None = None,
     limit: int | None = None,
 ) -> list[StoredEvent]:
-    """Events of one person, request or session, oldest first (the newest ``limit``)."""
+    """Events of one person, request or session, oldest first (the newest ``limit``).
+
+    A person's events include those of the anonymous ids ``$identify`` merged into it,
+    as PostHog's person view does.
+    """
     found = store.query(
-        distinct_id=user,
+        distinct_id=person_ids(store, user) if user is not None else None,
         request_id=request,
         session_id=session,
         events=events or None,
@@ -113,6 +117,11 @@ def journey(
         limit=limit,
     )
     return found[::-1] if limit else found
+
+
+def person_ids(store: EventStore, user: str) -> list[str]:
+    """``user`` and the anonymous ids it was identified from."""
+    return [user, *store.anonymous_ids(user)]
 
 
 def _duration(ev: StoredEvent) -> float:
@@ -127,7 +136,8 @@ def slow_requests(
     store: EventStore, user: str | None = None, limit: int | None = 20, since: str | None = None
 ) -> list[StoredEvent]:
     """``slow_request`` events, slowest first by ``duration_ms``."""
-    found = store.query(distinct_id=user, events=["slow_request"], since=since)
+    people = person_ids(store, user) if user is not None else None
+    found = store.query(distinct_id=people, events=["slow_request"], since=since)
     found.sort(key=_duration, reverse=True)
     return found[:limit] if limit else found
 

@@ -108,7 +108,7 @@ class EventStore:
     def query(
         self,
         *,
-        distinct_id: str | None = None,
+        distinct_id: str | Sequence[str] | None = None,
         request_id: str | None = None,
         session_id: str | None = None,
         events: Sequence[str] | None = None,
@@ -117,9 +117,12 @@ class EventStore:
         limit: int | None = None,
     ) -> list[StoredEvent]:
         where, args = [], []
-        if distinct_id is not None:
+        if isinstance(distinct_id, str):
             where.append("distinct_id = ?")
             args.append(distinct_id)
+        elif distinct_id is not None:
+            where.append(f"distinct_id IN ({','.join('?' * len(distinct_id))})")
+            args.extend(distinct_id)
         if request_id is not None:
             where.append("request_id = ?")
             args.append(request_id)
@@ -143,6 +146,16 @@ class EventStore:
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
         return [StoredEvent(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    def anonymous_ids(self, distinct_id: str) -> list[str]:
+        """The ids ``distinct_id`` had before posthog-js' ``$identify`` merged them into it."""
+        sql = (
+            "SELECT DISTINCT json_extract(properties, '$.\"$anon_distinct_id\"') FROM events "
+            "WHERE distinct_id = ? AND event = '$identify'"
+        )
+        with self._lock:
+            rows = self._conn.execute(sql, (distinct_id,)).fetchall()
+        return [str(r[0]) for r in rows if r[0] and str(r[0]) != distinct_id]
 
     def count(self) -> int:
         with self._lock:

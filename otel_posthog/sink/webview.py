@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .journey import parse_since
+from .journey import parse_since, person_ids
 from .store import EventStore
 
 ASSETS = Path(__file__).resolve().parent.parent / "static"  # packaged as static/*
@@ -50,7 +50,7 @@ def routes(store: EventStore) -> list[Route]:
         except ValueError as exc:
             return JSONResponse({"detail": f"bad parameter: {exc}"}, 400)
         found = store.query(
-            distinct_id=q.get("user") or None,
+            distinct_id=person_ids(store, q["user"]) if q.get("user") else None,
             request_id=q.get("request") or None,
             session_id=q.get("session") or None,
             events=q.getlist("event") or None,
