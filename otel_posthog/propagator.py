@@ -221,6 +221,12 @@ except ImportError:  # opentelemetry-instrumentation not installed
     _ResponseBase = object  # type: ignore[assignment,misc]
 
 
+# ASGI messages that carry no response headers (body chunks, trailers, websocket frames)
+_NOT_A_RESPONSE_START = frozenset(
+    ("http.response.body", "http.response.trailers", "websocket.send", "websocket.close")
+)
+
+
 class PostHogResponsePropagator(_ResponseBase):  # type: ignore[misc,valid-type]
     """Sets ``X-Request-ID`` and ``traceresponse`` on responses and exposes them to browsers."""
 
@@ -231,6 +237,8 @@ class PostHogResponsePropagator(_ResponseBase):  # type: ignore[misc,valid-type]
         setter: Setter[CarrierT] = DefaultSetter(),  # noqa: B008
     ) -> None:
         try:
+            if isinstance(carrier, dict) and carrier.get("type") in _NOT_A_RESPONSE_START:
+                return  # the ASGI instrumentation calls us for every message it sends
             span = trace.get_current_span(context)
             span_ctx = span.get_span_context()
             if not span_ctx.is_valid:
