@@ -97,19 +97,25 @@ def endpoint(attrs: Mapping[str, Any]) -> str:
 
 def is_request_span(view: SpanView, settings: Settings) -> bool:
     """One request, one event: local-root SERVER spans with an HTTP method."""
+    return _request_basics(view, settings) is not None
+
+
+def _request_basics(view: SpanView, settings: Settings) -> tuple[str, str, Any] | None:
+    """(method, path, route) of a span that makes request events, else None."""
     if view.kind != SERVER or not view.is_local_root:
-        return False
-    method = request_method(view.attributes)
+        return None
+    attrs = view.attributes
+    method = request_method(attrs)
     if method is None or method == "OPTIONS":
-        return False
+        return None
     if settings.services and view.resource.get("service.name") not in settings.services:
-        return False
+        return None
+    route = attrs.get("http.route")
+    path = request_path(attrs)
     excluded = settings.excluded_routes
-    if excluded:
-        route = view.attributes.get("http.route")
-        if (route and route in excluded) or request_path(view.attributes) in excluded:
-            return False
-    return True
+    if excluded and ((route and route in excluded) or path in excluded):
+        return None
+    return method, path, route
 
 
 def request_id(view: SpanView) -> str:
@@ -223,19 +229,18 @@ def _json_size(value: Any) -> int:
     return len(json.dumps(value, default=str))
 
 
+_PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))
+
+
 def fit_properties(props: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
     """Trim the largest properties (never those in ``keep``) until the event fits the limit."""
-    rough = 64 * len(props)  # one pass: this runs for every event
-    for k, v in props.items():
-        if isinstance(v, str):
-            rough += 6 * (len(k) + len(v))
-        elif v is None or isinstance(v, (bool, int, float)):
-            rough += 6 * len(k)
-        else:
-            rough = MAX_EVENT_BYTES
-            break
-    if rough < MAX_EVENT_BYTES:
-        return props
+    values = props.values()
+    # runs for every event: the rough bound in C-level passes (other types: exact sizes)
+    if all(map(_PLAIN_TYPES.__contains__, map(type, values))):
+        rough = 64 * len(props) + 6 * sum(map(len, props))
+        rough += 6 * sum(map(len, filter(str.__instancecheck__, values)))
+        if rough < MAX_EVENT_BYTES:
+            return props
     sizes = {k: len(json.dumps(k)) + _json_size(v) for k, v in props.items()}
     total = sum(sizes.values())
     if total <= MAX_EVENT_BYTES:
@@ -268,29 +273,61 @@ def _status_code(attrs: Mapping[str, Any]) -> int | None:
         return None
 
 
-def _correlation(view: SpanView, settings: Settings) -> tuple[dict[str, Any], str]:
+_STATIC: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+def _static_properties(view: SpanView, settings: Settings) -> dict[str, Any]:
+    """environment, service, source, $lib, $lib_version: the same for every span of a
+    service, so built once per (service, environment) value (the caller copies them)."""
+    resource = view.resource
+    service = resource.get("service.name")
+    env = settings.environment or _first(resource, _ENVIRONMENT)
+    key = (type(service), service, type(env), env)
+    try:
+        found = _STATIC.get(key)
+    except TypeError:  # an unhashable attribute value: built every time
+        key, found = (), None
+    if found is None:
+        found = {
+            "environment": _cap(str(env) if env is not None else "development"),
+            "service": safe_value(service),
+            "source": "backend",
+            "$lib": "otel-posthog",
+            "$lib_version": __version__,
+        }
+        if key:
+            if len(_STATIC) >= 256:
+                _STATIC.clear()
+            _STATIC[key] = found
+    return found
+
+
+def _correlation(
+    view: SpanView, settings: Settings, basics: tuple[str, str, Any] | None = None
+) -> tuple[dict[str, Any], str]:
     """Properties every event of one request shares, and its distinct_id."""
     attrs = view.attributes
-    rid = request_id(view)
+    if basics is None:
+        method, path, route = request_method(attrs), request_path(attrs), attrs.get("http.route")
+    else:
+        method, path, route = basics
+    trace_hex = format(view.trace_id, "032x")
+    facts = view.facts
+    rid = facts.request_id if facts is not None and facts.request_id else trace_hex
     person, identified = resolve_person(view)
     session = session_id(view)
     base: dict[str, Any] = {
         "request_id": rid,
-        "$trace_id": format(view.trace_id, "032x"),
+        "$trace_id": trace_hex,
         "$span_id": format(view.span_id, "016x"),
-        "endpoint": _cap(endpoint(attrs)),
-        "path": _cap(request_path(attrs)),
-        "method": _cap(request_method(attrs)),
-        "environment": _cap(_environment(view, settings)),
-        "service": safe_value(view.resource.get("service.name")),
-        "source": "backend",
-        "$lib": "otel-posthog",
-        "$lib_version": __version__,
+        "endpoint": _cap(str(route) if route else UNMATCHED),
+        "path": _cap(path),
+        "method": _cap(method),
     }
+    base.update(_static_properties(view, settings))
     if session is not None:
         base["session_id"] = session
         base["$session_id"] = session
-    facts = view.facts
     if facts is not None:
         if facts.window_id and valid_uuid(facts.window_id):
             base["$window_id"] = facts.window_id
@@ -308,9 +345,10 @@ def _correlation(view: SpanView, settings: Settings) -> tuple[dict[str, Any], st
 
 def map_span(view: SpanView, settings: Settings) -> list[Event]:
     """Map one finished span to its PostHog events (empty when it is not a request)."""
-    if not is_request_span(view, settings):
+    basics = _request_basics(view, settings)
+    if basics is None:
         return []
-    base, person = _correlation(view, settings)
+    base, person = _correlation(view, settings, basics)
     status = _status_code(view.attributes)
     duration_ms = round(view.duration_ms, 3)
     request_props = dict(base)
