@@ -40,9 +40,17 @@ def redact_value(key: str, value: Any) -> Any:
     return value
 
 
+def _readable_attributes(span: Any) -> Any:
+    """The span's attributes to read: the SDK's storage dict when there is one (each
+    lookup through its ``MappingProxyType`` and ``BoundedAttributes`` runs Python code,
+    and an absent key raises and catches ``KeyError``)."""
+    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
+    return inner if isinstance(inner, dict) else (span.attributes or {})
+
+
 def redact_span_urls(span: Any) -> None:
     """Redact the span's URL attributes now and whenever they are set again."""
-    attrs = span.attributes or {}
+    attrs = _readable_attributes(span)
     for key in _URL_KEYS + _QUERY_KEYS:
         value = attrs.get(key)
         redacted = redact_value(key, value)
