@@ -31,7 +31,7 @@ from ._version import __version__
 
 EXAMPLE_APP = "examples.fastapi_app.app:app"
 DEMO_USER = "user_12345"
-DEMO_SECRET = "demo-secret-change-me"
+DEMO_SECRET = "demo-secret-change-me-before-any-real-use"
 BACKEND_EVENTS = ("api_request", "slow_request", "api_error")
 PAUSE_S = 0.15
 

@@ -99,7 +99,7 @@ def bridge_env(sink, **extra: str) -> dict[str, str]:
         "POSTHOG_API_KEY": sink.api_key,
         "POSTHOG_HOST": sink.url,
         "OTEL_POSTHOG_FLUSH_INTERVAL_MS": "100",
-        "OTEL_POSTHOG_JWT_SECRET": "demo-secret-change-me",
+        "OTEL_POSTHOG_JWT_SECRET": "demo-secret-change-me-before-any-real-use",
         "OTEL_SERVICE_NAME": "example-api",
         "EXAMPLE_SLOW_SECONDS": "1.1",
     }

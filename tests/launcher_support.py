@@ -131,7 +131,7 @@ def launcher_env(sink: Any, **extra: str) -> dict[str, str]:
         "OTEL_SERVICE_NAME": "api",
         "OTEL_PYTHON_DISTRO": "posthog",
         "OTEL_POSTHOG_FLUSH_INTERVAL_MS": "100",
-        "OTEL_POSTHOG_JWT_SECRET": "demo-secret-change-me",
+        "OTEL_POSTHOG_JWT_SECRET": "demo-secret-change-me-before-any-real-use",
         "EXAMPLE_SLOW_SECONDS": "1.1",
     }
     env.update(extra)

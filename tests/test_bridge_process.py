@@ -17,7 +17,7 @@ VOLATILE = {"request_id", "$trace_id", "$span_id", "response_time_ms", "tracebac
 def token(user: str = "user_12345") -> str:
     now = int(time.time())
     claims = {"sub": user, "aud": "authenticated", "iat": now, "exp": now + 600}
-    return jwt.encode(claims, "demo-secret-change-me", algorithm="HS256")
+    return jwt.encode(claims, "demo-secret-change-me-before-any-real-use", algorithm="HS256")
 
 
 def test_request_in_flight_at_sigterm_keeps_its_event(sink):

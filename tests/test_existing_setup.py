@@ -15,7 +15,7 @@ import requests
 from .helpers import AppProcess, bridge_env
 from .launcher_support import OtlpRecorder, launcher_env, uvicorn_argv
 
-SECRET = "demo-secret-change-me"
+SECRET = "demo-secret-change-me-before-any-real-use"
 USER = "user_777"
 SESSION = "0190d6a8-3c1e-7c6e-9d2b-4b1f2f7d8e91"
 SERVER, INTERNAL = 2, 1

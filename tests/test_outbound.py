@@ -26,7 +26,7 @@ from .launcher_support import (
     uvicorn_argv,
 )
 
-SECRET = "demo-secret-change-me"
+SECRET = "demo-secret-change-me-before-any-real-use"
 USER = "user_12345"
 SESSION = "0190d6a8-3c1e-7c6e-9d2b-4b1f2f7d8e92"
 SERVER, CLIENT = 2, 3

@@ -3,7 +3,7 @@
 Run it (PostHog key and host from the environment, or the local sink's):
 
     POSTHOG_API_KEY=phc_... POSTHOG_HOST=http://127.0.0.1:8765 \
-    OTEL_POSTHOG_JWT_SECRET=demo-secret-change-me \
+    OTEL_POSTHOG_JWT_SECRET=demo-secret-change-me-before-any-real-use \
     uvicorn examples.fastapi_app.app:app --port 8000
 """
 
@@ -18,7 +18,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 import otel_posthog
 
-os.environ.setdefault("OTEL_POSTHOG_JWT_SECRET", "demo-secret-change-me")
+os.environ.setdefault("OTEL_POSTHOG_JWT_SECRET", "demo-secret-change-me-before-any-real-use")
 
 from .page import PAGE_URLS, add_page  # noqa: E402
 from .routes import add_routes  # noqa: E402

@@ -4,7 +4,7 @@ It imports nothing from otel_posthog and calls no instrumentor; the launcher and
 ``posthog`` distro do everything (see docs/launcher.md):
 
     POSTHOG_API_KEY=phc_... POSTHOG_HOST=https://us.i.posthog.com OTEL_SERVICE_NAME=api \
-    OTEL_POSTHOG_JWT_SECRET=demo-secret-change-me \
+    OTEL_POSTHOG_JWT_SECRET=demo-secret-change-me-before-any-real-use \
     opentelemetry-instrument uvicorn examples.fastapi_app.plain_app:app --port 8000
 
 ``/api/recommendations`` calls ``EXAMPLE_DOWNSTREAM_URL`` (if set) with ``requests``, to
@@ -22,7 +22,7 @@ import requests
 from fastapi import BackgroundTasks, FastAPI, HTTPException
 from pydantic import BaseModel
 
-DEMO_SECRET = os.environ.get("OTEL_POSTHOG_JWT_SECRET", "demo-secret-change-me")
+DEMO_SECRET = os.environ.get("OTEL_POSTHOG_JWT_SECRET", "demo-secret-change-me-before-any-real-use")
 DEMO_USER = "user_12345"
 
 app = FastAPI(title="otel-posthog example (zero code)")

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 import otel_posthog
 
-DEMO_SECRET = os.environ.get("OTEL_POSTHOG_JWT_SECRET", "demo-secret-change-me")
+DEMO_SECRET = os.environ.get("OTEL_POSTHOG_JWT_SECRET", "demo-secret-change-me-before-any-real-use")
 DEMO_USER = "user_12345"
 
 tracer = trace.get_tracer("example")
