@@ -94,22 +94,7 @@ class Pipeline:
             if len(work) > 3:
                 facts.custom_events = facts.custom_events[: work[3]]
             events = map_span(view_from_sdk_span(span, facts), self.settings)
-        return self._before_send(events)
-
-    def _before_send(self, events: list[Event]) -> list[Event]:
-        hook = self.settings.before_send
-        if hook is None:
-            return events
-        out = []
-        for event in events:
-            try:
-                result = hook(event)
-            except Exception as exc:
-                STATS.error("before_send", exc)
-                result = event
-            if result is not None:
-                out.append(result)
-        return out
+        return apply_before_send(events, self.settings)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def acquire(self) -> Pipeline:
@@ -134,6 +119,26 @@ class Pipeline:
         if self.sender is not None:
             self.sender.shutdown(self.settings.shutdown_timeout_ms / 1000)
         _PIPELINES.discard(self)
+
+
+def apply_before_send(events: list[Event], settings: Settings) -> list[Event]:
+    """Run the user's ``before_send`` hook: an event back (changed or not) or None to drop.
+
+    A hook that raises is counted and its event sent unchanged.
+    """
+    hook = settings.before_send
+    if hook is None:
+        return events
+    out = []
+    for event in events:
+        try:
+            result = hook(event)
+        except Exception as exc:
+            STATS.error("before_send", exc)
+            result = event
+        if result is not None:
+            out.append(result)
+    return out
 
 
 def _only_capture(facts: RequestFacts, custom: CustomEvent) -> RequestFacts:

@@ -468,3 +468,25 @@ def test_protobuf_decoder_only_raises_decode_error(body):
         return
     for view in decoded.views:
         map_span(view, _DEFAULTS)
+
+
+def test_before_send_applies_on_the_receiver_path(sink):
+    def scrub(event):
+        if event["event"] == "api_request":
+            return None
+        event["properties"]["scrubbed"] = True
+        return event
+
+    server = Receiver(sink, before_send=scrub).start()
+    try:
+        tracer = provider_for(server).get_tracer("t")
+        span = request_span(tracer, status=500)
+        span.end()
+        rid = format(span.get_span_context().trace_id, "032x")
+        events = sink.wait_for(lambda evs: len(evs) >= 1, 10, request_id=rid)
+        server.flush()
+        events = sink.events(request_id=rid)
+        assert [e.event for e in events] == ["api_error"]
+        assert events[0].properties["scrubbed"] is True
+    finally:
+        server.stop()

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..mapping import Event, map_span
+from ..pipeline import apply_before_send
 from ..runtime import STATS
 from ..settings import Settings
 from ..transport import EventSender
@@ -124,7 +125,7 @@ def _map(decoded: Decoded, settings: Settings) -> list[Event]:
         except Exception as exc:  # never a 500 for one odd span
             STATS.error("receiver.map", exc)
             decoded.reject(f"span could not be mapped: {exc.__class__.__name__}")
-    return events
+    return apply_before_send(events, settings)
 
 
 def _authorized(request: Request, token: str | None) -> bool:
