@@ -19,14 +19,12 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .jwt_identity import JwtVerifier
-from .mapping import Event
 from .pipeline import Pipeline
 from .pipeline import flush_all as _flush_pipelines
 from .redaction import redact_span_urls
 from .request_state import LIVE, LiveRequests, RequestState, current_state
 from .runtime import STATS, resolved_person, set_current_settings
 from .settings import Settings, resolve_settings
-from .spanview import CustomEvent
 from .transport import EventSender
 
 if TYPE_CHECKING:
@@ -148,14 +146,6 @@ class PostHogSpanProcessor(SpanProcessor):
                         state.add_rollup("http_client_calls", "http_client_time_ms", ms)
         except Exception as exc:
             STATS.error("processor.on_end", exc)
-
-    def _emit_late(self, state: RequestState, custom: CustomEvent) -> None:
-        """A ``capture()`` after the request span ended (e.g. in a BackgroundTask)."""
-        self.pipeline.emit_late(state, custom)
-
-    # -- export worker --------------------------------------------------------------------
-    def _map_work(self, work: tuple[Any, ...]) -> list[Event]:
-        return self.pipeline.map_work(work)
 
     # -- SpanProcessor lifecycle ------------------------------------------------------------
     def force_flush(self, timeout_millis: int = 30000) -> bool:
