@@ -31,14 +31,21 @@ def _plain(attributes: Any) -> Mapping[str, Any]:
 def view_from_sdk_span(span: ReadableSpan, facts: RequestFacts | None = None) -> SpanView:
     ctx = span.context
     parent = span.parent
-    exceptions = tuple(
-        ExceptionInfo(
-            type=str(ev.attributes.get("exception.type", "")) if ev.attributes else "",
-            message=str(ev.attributes.get("exception.message", "")) if ev.attributes else "",
-            stacktrace=str(ev.attributes.get("exception.stacktrace", "")) if ev.attributes else "",
+    raw_events = getattr(span, "_events", None)  # an empty span.events still costs a copy
+    exceptions = (
+        ()
+        if raw_events is not None and not raw_events
+        else tuple(
+            ExceptionInfo(
+                type=str(ev.attributes.get("exception.type", "")) if ev.attributes else "",
+                message=str(ev.attributes.get("exception.message", "")) if ev.attributes else "",
+                stacktrace=str(ev.attributes.get("exception.stacktrace", ""))
+                if ev.attributes
+                else "",
+            )
+            for ev in span.events
+            if ev.name == "exception"
         )
-        for ev in span.events
-        if ev.name == "exception"
     )
     return SpanView(
         name=span.name,
