@@ -177,8 +177,29 @@ def event_uuid(trace_id: int, span_id: int, name: str, index: int | None = None)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_LAST_SECOND: tuple[int, str] = (-1, "")
+
+
 def iso_timestamp(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat()
+    """``datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat()``, same rounding,
+    with the date and time of day formatted once per second."""
+    global _LAST_SECOND
+    frac, whole = math.modf(ns / 1e9)
+    micros = round(frac * 1e6)  # half-even, as datetime rounds a float timestamp
+    if micros >= 1_000_000:
+        micros -= 1_000_000
+        whole += 1.0
+    elif micros < 0:
+        micros += 1_000_000
+        whole -= 1.0
+    second = int(whole)
+    last = _LAST_SECOND
+    if last[0] == second:
+        prefix = last[1]
+    else:
+        prefix = datetime.fromtimestamp(second, tz=timezone.utc).isoformat()[:-6]
+        _LAST_SECOND = (second, prefix)
+    return f"{prefix}.{micros:06d}+00:00" if micros else f"{prefix}+00:00"
 
 
 def truncate_tail(text: str, limit: int) -> str:
@@ -399,7 +420,7 @@ def map_span(view: SpanView, settings: Settings) -> list[Event]:
         props["threshold_ms"] = threshold
         events.append(make(SLOW_REQUEST, props))
 
-    if facts is not None:
+    if facts is not None and facts.custom_events:
         events.extend(custom_event(view, c, base, person) for c in facts.custom_events)
     return events
 
