@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
 from .headers import bearer_token, sanitize, uuid_int, valid_traceparent
 from .request_state import LIVE, STATE_KEY, RequestState, current_state
+from .runtime import current_settings
 
 SESSION_HEADER = "x-posthog-session-id"
 WINDOW_HEADER = "x-posthog-window-id"
@@ -91,13 +92,15 @@ def _asgi_headers(carrier: object) -> dict[str, str] | None:
     if not isinstance(raw, (list, tuple)):
         return None
     found: dict[str, str] = {}
-    for item in raw:
-        key, value = item
-        if not isinstance(key, bytes) or not isinstance(value, bytes):
-            return None
-        name = _WANTED.get(key.lower())
-        if name is not None and name not in found:
-            found[name] = _decode(value)
+    try:
+        for key, value in raw:
+            name = _WANTED.get(key.lower())  # a str key finds nothing: bytes only
+            if name is not None and name not in found:
+                if not isinstance(key, bytes) or not isinstance(value, bytes):
+                    return None
+                found[name] = _decode(value)
+    except (TypeError, ValueError, AttributeError):
+        return None
     return found
 
 
@@ -134,8 +137,6 @@ class PostHogPropagator(TextMapPropagator):
 
     def _flags(self) -> tuple[bool, bool]:
         if self._propagate_identity is None or self._trust_baggage is None:
-            from .runtime import current_settings
-
             settings = current_settings()
             return (
                 settings.propagate_identity
