@@ -443,3 +443,42 @@ def test_no_secret_reaches_the_spool_on_disk(sink, tmp_path):
     finally:
         sink.faults.clear()
         bridge.stop()
+
+
+def test_receiver_deep_attribute_values_are_rejected_not_fatal():
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from otel_posthog.receiver.decode import DecodeError, decode_json, decode_protobuf
+
+    deep = '{"stringValue": "x"}'
+    for _ in range(3000):  # past Python's recursion limit (built as text: json.dumps can't)
+        deep = '{"arrayValue": {"values": [' + deep + "]}}"
+    span = {
+        "traceId": "1" * 32,
+        "spanId": "2" * 16,
+        "kind": 2,
+        "name": "GET /",
+        "startTimeUnixNano": "1",
+        "endTimeUnixNano": "2",
+        "attributes": [
+            {"key": "http.request.method", "value": {"stringValue": "GET"}},
+            {"key": "deep", "value": "DEEP"},
+        ],
+    }
+    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]})
+    try:
+        decoded = decode_json(body.replace('"DEEP"', deep).encode())
+        assert decoded.rejected == 1 and not decoded.views  # that span rejected, counted
+    except DecodeError:
+        pass  # or the whole body refused with a 400: either way no crash
+    request = ExportTraceServiceRequest()
+    value = request.resource_spans.add().scope_spans.add().spans.add().attributes.add().value
+    for _ in range(150):  # past protobuf's nesting limit (100)
+        value = value.array_value.values.add()
+    value.string_value = "x"
+    try:
+        decode_protobuf(request.SerializeToString())
+    except DecodeError:
+        pass

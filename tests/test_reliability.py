@@ -327,7 +327,7 @@ _RSS_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 def test_rss_stays_bounded_over_100k_requests_with_posthog_down():
     """Spool on (the documented setup): memory holds at most the queue, the rest is on disk."""
-    mode = "spool"  # without a spool the figure is lower still: the queue full, the rest dropped
+    mode = "spool"  # run the script with "no-spool" for the other figure (docs/reliability.md)
     proc = subprocess.run(
         [sys.executable, "-c", _RSS_SCRIPT, mode],
         cwd=ROOT,
