@@ -210,6 +210,26 @@ def _app_env(outage: Outage, spool_dir: str) -> dict[str, str]:
     )
 
 
+def test_real_http_outage_then_back_delivers_every_event_once(outage, tmp_path):
+    """Real uvicorn, real requests: PostHog refuses connections, then comes back."""
+    env = _app_env(outage, str(tmp_path / "spool"))
+    with AppProcess(env) as app:
+        outage.down()
+        session = requests.Session()
+        request_ids = [str(uuid.uuid4()) for _ in range(300)]
+        for rid in request_ids:
+            r = session.get(app.url + "/api/popular/movies", headers={"X-Request-ID": rid})
+            assert r.status_code == 200
+        time.sleep(1)
+        outage.up()
+        got = outage.sink.wait_for(
+            lambda evs: {e.properties.get("request_id") for e in evs} >= set(request_ids), 40
+        )
+    api_requests = [e for e in got if e.event == "api_request"]
+    assert sorted(e.properties["request_id"] for e in api_requests) == sorted(request_ids)
+    assert outage.received == len(got)  # each event posted once
+
+
 @pytest.mark.slow
 def test_sigterm_during_an_outage_then_restart_delivers_every_event(outage, tmp_path):
     """Real uvicorn: PostHog down, 300 requests, SIGTERM, PostHog back, app restarted."""
