@@ -202,8 +202,8 @@ class EventSender:
         if len(queue) >= self.settings.max_queue_size:
             return self._overflow(kind, item)
         queue.append((kind, item))
-        if len(queue) >= self.settings.batch_size:
-            self._wake.set()
+        if len(queue) >= self.settings.batch_size and not self._wake.is_set():
+            self._wake.set()  # once: set() takes a lock, and the worker may be busy a while
         return True
 
     def _overflow(self, kind: str, item: Any) -> bool:
