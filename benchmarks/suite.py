@@ -414,10 +414,12 @@ def main(argv: list[str] | None = None) -> int:
     exporter = faults = None
     servers = Servers.start()
     try:
-        if "cpu" not in skip:
-            phase_cpu(rows, servers, opts)
+        # instruction counts first (deterministic, slow): the timed phases run last, when
+        # a shared machine is most likely to have quietened down
         if "callgrind" not in skip:
             phase_callgrind(rows, servers, opts)
+        if "cpu" not in skip:
+            phase_cpu(rows, servers, opts)
         if "load" not in skip:
             phase_load(rows, servers, opts)
         if "exporter" not in skip:
