@@ -37,6 +37,8 @@ def test_secret_issuer_audience_and_claim():
     custom = verifier(jwt_secret=SECRET, jwt_distinct_id_claim="user_id")
     token = jwt.encode(claims(user_id=42), SECRET, "HS256")
     assert custom.resolve(token).distinct_id == "42"
+    numeric_sub = jwt.encode(claims(sub=1234), SECRET, "HS256")
+    assert verifier(jwt_secret=SECRET).resolve(numeric_sub).distinct_id == "1234"
     nested = jwt.encode(claims(user_id={"deep": [1, 2]}), SECRET, "HS256")
     assert custom.resolve(nested).distinct_id is None
 
