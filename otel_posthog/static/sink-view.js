@@ -158,8 +158,12 @@ function chart(endpoint, evs, threshold, slow) {
 }
 
 let busy = false;
+let again = false; // a refresh asked for while one was running: run it after, never drop it
 async function refresh() {
-  if (busy) return;
+  if (busy) {
+    again = true;
+    return;
+  }
   busy = true;
   try {
     const f = filters();
@@ -180,6 +184,10 @@ async function refresh() {
     $("summary").textContent = "Cannot read the sink: " + err.message;
   } finally {
     busy = false;
+    if (again) {
+      again = false;
+      refresh();
+    }
   }
 }
 
