@@ -63,16 +63,21 @@ def _header(carrier: CarrierT, getter: Getter[CarrierT], name: str) -> str | Non
 
 
 _WANTED = {name.encode(): name for name in _HEADERS}
-_ASGI_GETTER_TYPES: dict[type, bool] = {}
+_CLASS_NAMED: dict[tuple[type, str], bool] = {}
+
+
+def _is_a(obj: object, class_name: str) -> bool:
+    """``obj`` is an instance of a class named ``class_name`` (an optional dependency's)."""
+    key = (type(obj), class_name)
+    known = _CLASS_NAMED.get(key)
+    if known is None:
+        known = any(c.__name__ == class_name for c in key[0].__mro__)
+        _CLASS_NAMED[key] = known
+    return known
 
 
 def _is_asgi_getter(getter: object) -> bool:
-    kind = type(getter)
-    known = _ASGI_GETTER_TYPES.get(kind)
-    if known is None:
-        known = any(c.__name__ == "ASGIGetter" for c in kind.__mro__)
-        _ASGI_GETTER_TYPES[kind] = known
-    return known
+    return _is_a(getter, "ASGIGetter")
 
 
 def _decode(value: bytes) -> str:
@@ -222,6 +227,7 @@ except ImportError:  # opentelemetry-instrumentation not installed
     _ResponseBase = object  # type: ignore[assignment,misc]
 
 
+_EXPOSED = b"X-Request-ID, traceresponse"
 # ASGI messages that carry no response headers (body chunks, trailers, websocket frames)
 _NOT_A_RESPONSE_START = frozenset(
     ("http.response.body", "http.response.trailers", "websocket.send", "websocket.close")
@@ -245,14 +251,23 @@ class PostHogResponsePropagator(_ResponseBase):  # type: ignore[misc,valid-type]
             if not span_ctx.is_valid:
                 return
             rid = request_id_for_span(span)
+            trace_response = (
+                f"00-{span_ctx.trace_id:032x}-{span_ctx.span_id:016x}-{span_ctx.trace_flags:02x}"
+            )
+            if isinstance(carrier, dict) and _is_a(setter, "ASGISetter"):
+                # what the ASGI setter does, without three calls and re-encoding constants
+                headers = carrier.get("headers")
+                if not headers:
+                    headers = carrier["headers"] = []
+                if rid:
+                    headers.append([b"x-request-id", rid.encode()])
+                headers.append([b"traceresponse", trace_response.encode()])
+                headers.append([b"access-control-expose-headers", _EXPOSED])
+                return
             if rid:
                 setter.set(carrier, "X-Request-ID", rid)
-            setter.set(
-                carrier,
-                "traceresponse",
-                f"00-{span_ctx.trace_id:032x}-{span_ctx.span_id:016x}-{span_ctx.trace_flags:02x}",
-            )
-            setter.set(carrier, "Access-Control-Expose-Headers", "X-Request-ID, traceresponse")
+            setter.set(carrier, "traceresponse", trace_response)
+            setter.set(carrier, "Access-Control-Expose-Headers", _EXPOSED.decode())
         except Exception:
             from .runtime import STATS
 
