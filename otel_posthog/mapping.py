@@ -161,6 +161,7 @@ def sampled(trace_id: int, rate: float) -> bool:
 
 
 _NAMESPACE_SHA1 = hashlib.sha1(EVENT_NAMESPACE.bytes, usedforsecurity=False)
+_VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
 
 
 def event_uuid(trace_id: int, span_id: int, name: str, index: int | None = None) -> str:
@@ -170,11 +171,9 @@ def event_uuid(trace_id: int, span_id: int, name: str, index: int | None = None)
         key += f":{index}"
     sha = _NAMESPACE_SHA1.copy()
     sha.update(key.encode())
-    digest = bytearray(sha.digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = sha.hexdigest()
+    # version nibble 5, then the RFC 4122 variant bits in the next group's first nibble
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 _LAST_SECOND: tuple[int, str] = (-1, "")
