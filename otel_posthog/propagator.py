@@ -20,11 +20,11 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import (
     CarrierT,
-    DefaultGetter,
-    DefaultSetter,
     Getter,
     Setter,
     TextMapPropagator,
+    default_getter,
+    default_setter,
 )
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
@@ -155,7 +155,7 @@ class PostHogPropagator(TextMapPropagator):
         self,
         carrier: CarrierT,
         context: Context | None = None,
-        getter: Getter[CarrierT] = DefaultGetter(),  # noqa: B008
+        getter: Getter[CarrierT] = default_getter,
     ) -> Context:
         if context is None:
             context = Context()
@@ -185,7 +185,7 @@ class PostHogPropagator(TextMapPropagator):
         self,
         carrier: CarrierT,
         context: Context | None = None,
-        setter: Setter[CarrierT] = DefaultSetter(),  # noqa: B008
+        setter: Setter[CarrierT] = default_setter,
     ) -> None:
         """Writes nothing unless ``OTEL_POSTHOG_PROPAGATE_IDENTITY=true`` (then W3C baggage)."""
         propagate, _ = self._flags()
@@ -234,14 +234,14 @@ _NOT_A_RESPONSE_START = frozenset(
 )
 
 
-class PostHogResponsePropagator(_ResponseBase):  # type: ignore[misc,valid-type]
+class PostHogResponsePropagator(_ResponseBase):
     """Sets ``X-Request-ID`` and ``traceresponse`` on responses and exposes them to browsers."""
 
     def inject(
         self,
         carrier: CarrierT,
         context: Context | None = None,
-        setter: Setter[CarrierT] = DefaultSetter(),  # noqa: B008
+        setter: Setter[CarrierT] = default_setter,
     ) -> None:
         try:
             if isinstance(carrier, dict) and carrier.get("type") in _NOT_A_RESPONSE_START:
