@@ -340,11 +340,11 @@ def render(
             "\n| PostHog fault (load on uvicorn) | req/s | p50 ms | p99 ms | p99 x2 | errors |\n"
         )
         text += "|---|--:|--:|--:|--:|--:|\n"
-        for label, r in faults.items():
+        for label, fr in faults.items():
             text += (
-                f"| {label} | {r.rps:,.0f} | {r.percentile(0.5):.2f} | "
-                f"{r.percentile(0.99):.2f} | "
-                f"{_ratio(r.percentile(0.99), base.percentile(0.99))} | {r.errors} |\n"
+                f"| {label} | {fr.rps:,.0f} | {fr.percentile(0.5):.2f} | "
+                f"{fr.percentile(0.99):.2f} | "
+                f"{_ratio(fr.percentile(0.99), base.percentile(0.99))} | {fr.errors} |\n"
             )
     low, high = opts.callgrind_requests
     text += (

@@ -302,7 +302,7 @@ def _static_properties(view: SpanView, settings: Settings) -> dict[str, Any]:
     resource = view.resource
     service = resource.get("service.name")
     env = settings.environment or _first(resource, _ENVIRONMENT)
-    key = (type(service), service, type(env), env)
+    key: tuple[Any, ...] = (type(service), service, type(env), env)
     try:
         found = _STATIC.get(key)
     except TypeError:  # an unhashable attribute value: built every time
