@@ -15,6 +15,20 @@ import requests
 from otel_posthog.sink.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+# Debian's Chromium, headless, with the flags this machine's closed network needs.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 VENV_BIN = Path(sys.executable).parent
 
 

@@ -16,27 +16,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from playwright import sync_api
 
 from otel_posthog.sink.server import LocalSink, free_port
 from otel_posthog.sink.store import StoredEvent
-from tests.helpers import AppProcess, bridge_env
-
-sync_api = pytest.importorskip("playwright.sync_api")
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, AppProcess, bridge_env
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 USER = "user_browser_42"
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-01$")
 

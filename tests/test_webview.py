@@ -9,25 +9,13 @@ from typing import Any
 
 import pytest
 import requests
+from playwright import sync_api
 
 from otel_posthog.sink.server import LocalSink
-
-sync_api = pytest.importorskip("playwright.sync_api")
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SESSION = "019a3b6b-634f-72e5-a430-d105b888fb87"
 OTHER_SESSION = "019a3b6b-0000-7000-8000-000000000001"
 T0 = datetime.now(timezone.utc) - timedelta(minutes=5)
