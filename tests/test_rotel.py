@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import rotel
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -24,7 +25,6 @@ from otel_posthog.sink.server import free_port
 
 from .receiver_fixtures import Receiver, server_attributes
 
-rotel = pytest.importorskip("rotel", reason="rotel is in the test extras")
 AGENT = Path(rotel.__file__).parent / "rotel-agent"
 TOKEN = "collector-token"
 
