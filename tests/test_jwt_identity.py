@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from otel_posthog.jwt_identity import JwtVerifier
 from otel_posthog.settings import resolve_settings
 
-SECRET = "a-long-enough-hmac-secret-for-hs256-tokens!"
+SECRET = "a-long-enough-hmac-secret-for-hs256-hs384-and-hs512-tokens-0123456789"
 
 
 def claims(**extra):
