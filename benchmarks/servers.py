@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Any
 
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--delay", type=float, default=0.0, help="sink answers after S seconds")
     args = parser.parse_args(argv)
+    # a stalled sink's client gives up (or its process ends) mid-request: expected here
+    logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
     sink = LocalSink(api_key="phc_bench")
     sink.faults.delay_s = args.delay
     sink.start()

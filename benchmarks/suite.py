@@ -255,12 +255,14 @@ def phase_exporter(servers: Servers, opts: argparse.Namespace) -> dict[str, dict
     return out
 
 
-def phase_faults(opts: argparse.Namespace) -> dict[str, LoadResult]:
+def phase_faults(servers: Servers, opts: argparse.Namespace) -> dict[str, LoadResult]:
+    """Scenario 4 with PostHog healthy, stalled and down, next to scenario 2, back to back."""
     stalled = Servers.start(delay_s=5.0)
     try:
         down = ["--sink", f"http://127.0.0.1:{_free_port()}", "--api-key", "phc_bench"]
         results = {
-            "2 (baseline)": _serve_and_load("2", stalled.args(), opts)[0],
+            "2 (baseline)": _serve_and_load("2", servers.args(), opts)[0],
+            "4, PostHog healthy": _serve_and_load("4", servers.args(), opts)[0],
             "4, PostHog stalled (5 s replies)": _serve_and_load("4", stalled.args(), opts)[0],
             "4, PostHog down (refused)": _serve_and_load("4", down, opts)[0],
         }
@@ -424,10 +426,10 @@ def main(argv: list[str] | None = None) -> int:
             phase_load(rows, servers, opts)
         if "exporter" not in skip:
             exporter = phase_exporter(servers, opts)
+        if "faults" not in skip:
+            faults = phase_faults(servers, opts)
     finally:
         servers.stop()
-    if "faults" not in skip:
-        faults = phase_faults(opts)
     table = render(rows, exporter, faults, opts)
     print(table)
     if opts.json:

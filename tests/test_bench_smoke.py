@@ -27,7 +27,7 @@ def test_bench_quick_run_prints_the_table(tmp_path: Path) -> None:
     for name, title in SCENARIOS.items():
         assert f"| {name}. {title} |" in table
     assert "| otel-posthog pipeline |" in table and "| posthog.capture() |" in table
-    assert "PostHog stalled" in table and "PostHog down" in table
+    assert "PostHog healthy" in table and "PostHog stalled" in table and "PostHog down" in table
     results = json.loads(raw.read_text())
     rows = results["rows"]
     assert set(rows) == set(SCENARIOS)
