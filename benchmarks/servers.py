@@ -41,12 +41,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--delay", type=float, default=0.0, help="sink answers after S seconds")
     args = parser.parse_args(argv)
-    # a stalled sink's client gives up (or its process ends) mid-request: expected here
-    logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
     sink = LocalSink(api_key="phc_bench")
     sink.faults.delay_s = args.delay
     sink.start()
     recorder = ThreadedServer(recorder_app()).start()
+    # a stalled sink's client gives up (or its process ends) mid-request: expected here
+    # (after start: uvicorn configures its loggers when it starts)
+    logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
     info: dict[str, Any] = {"sink": sink.url, "api_key": sink.api_key, "recorder": recorder.url}
     print(json.dumps(info), flush=True)
     sys.stdin.read()  # until the suite closes our stdin (or exits)
