@@ -232,13 +232,7 @@ class EventSender:
         if not events:
             return
         STATS.add("queued", len(events))
-        try:
-            self.spool.write(events)
-            STATS.add("spooled", len(events))
-            self._spool_backlog = True
-        except Exception as exc:
-            STATS.error("spool.write", exc)
-            STATS.add("dropped", len(events))
+        self._store(events)
 
     # -- control ---------------------------------------------------------------------
     def _start(self) -> None:
@@ -313,7 +307,7 @@ class EventSender:
             self._spool_overflow()
 
     def _store(self, events: list[Event]) -> None:
-        """To the spool, or counted as dropped (caller holds ``_hold``)."""
+        """To the spool, or counted as dropped (needs no lock of its own)."""
         if self.spool is None:
             STATS.add("dropped", len(events))
             return
