@@ -4,8 +4,8 @@ uvicorn handles SIGTERM itself and re-raises it after its shutdown, so neither t
 provider's nor posthog's ``atexit`` handler runs, and a signal handler installed while the
 app is imported is discarded. The reliable moment is the ASGI lifespan shutdown, which
 every ASGI server runs after in-flight requests finished: we wrap Starlette's (and so
-FastAPI's) ``__call__`` once and flush every active bridge before the app reports
-``lifespan.shutdown.complete``. ``atexit`` covers everything else.
+FastAPI's) router lifespan once (requests never pass through it) and flush every active
+bridge before the app reports ``lifespan.shutdown.complete``. ``atexit`` covers everything else.
 """
 
 from __future__ import annotations
@@ -33,15 +33,12 @@ def install() -> None:
     _installed = True
     atexit.register(_flush)
     try:
-        from starlette.applications import Starlette
+        from starlette.routing import Router
     except ImportError:
         return
-    original = Starlette.__call__
+    original = Router.lifespan
 
-    async def __call__(self: Any, scope: Any, receive: Any, send: Any) -> None:
-        if scope.get("type") != "lifespan":
-            return await original(self, scope, receive, send)
-
+    async def lifespan(self: Any, scope: Any, receive: Any, send: Any) -> None:
         async def send_after_flush(message: Any) -> None:
             if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 try:
@@ -52,4 +49,4 @@ def install() -> None:
 
         return await original(self, scope, receive, send_after_flush)
 
-    Starlette.__call__ = __call__  # type: ignore[method-assign]
+    Router.lifespan = lifespan  # type: ignore[method-assign]
