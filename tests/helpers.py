@@ -32,6 +32,17 @@ CHROMIUM_ARGS = [
 VENV_BIN = Path(sys.executable).parent
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 15 s: every server a test started ends."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 class AppProcess:
     """A real server process (uvicorn by default) on 127.0.0.1, with its output captured."""
 
@@ -90,13 +101,8 @@ class AppProcess:
         return self.proc.wait(timeout_s)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc)
         if hasattr(self, "_log"):
             self._log.close()
 

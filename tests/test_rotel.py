@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind
 
 from otel_posthog.sink.server import free_port
 
+from .helpers import stop_process
 from .receiver_fixtures import Receiver, server_attributes
 
 AGENT = Path(rotel.__file__).parent / "rotel-agent"
@@ -74,13 +75,7 @@ class Rotel:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self._out.close()
 
 

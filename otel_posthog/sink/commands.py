@@ -9,8 +9,12 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .store import EventStore
 
 DEFAULT_DB = os.path.join(".otel-posthog", "events.db")
 DB_ENV = "OTEL_POSTHOG_SINK_DB"
@@ -83,6 +87,10 @@ def api_key_for(db: str, given: str | None) -> str:
 def run_sink(args: argparse.Namespace) -> int:
     from .server import LocalSink
 
+    # before anything can print the banner: a stop right after start-up is a clean stop too
+    stopping: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stopping.append(signum))
     db = args.db or default_db()
     sink = LocalSink(db, api_key=api_key_for(db, args.api_key), host=args.host, port=args.port)
     try:
@@ -97,13 +105,8 @@ def run_sink(args: argparse.Namespace) -> int:
     print("Point the bridge at it:")
     print(f"  export POSTHOG_HOST={sink.url} POSTHOG_API_KEY={sink.api_key}", flush=True)
 
-    stopping: list[int] = []
-    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
-    try:
-        while not stopping and sink.thread.is_alive():
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
+    while not stopping and sink.thread.is_alive():
+        time.sleep(0.2)
     sink.stop()
     return 0
 
@@ -145,49 +148,56 @@ def _print(events: list[Any], as_json: bool, show_person: bool, empty: str) -> N
         print("\n".join(timeline(events, show_person=show_person)))
 
 
-def run_journey(args: argparse.Namespace) -> int:
-    from .journey import journey
-
+def _query_and_print(
+    args: argparse.Namespace, query: Callable[[EventStore, str | None], list], empty: str
+) -> int:
+    """Open the database read-only, run ``query(store, since)``, print the timeline or JSON."""
     since = _since(args)
     store = _open(args)
     if store is None:
         return 2
-    found = journey(
-        store,
-        user=args.user,
-        request=args.request,
-        session=args.session,
-        events=args.event,
-        since=since,
-    )
-    store.close()
+    try:
+        found = query(store, since)
+    finally:
+        store.close()
+    _print(found, args.json, args.user is None, empty)
+    return 0
+
+
+def run_journey(args: argparse.Namespace) -> int:
+    from .journey import journey
+
     who = f"user {args.user}" if args.user else f"request {args.request}" if args.request else None
     who = who or f"session {args.session}"
-    _print(found, args.json, args.user is None, f"no events for {who}")
-    return 0
+    return _query_and_print(
+        args,
+        lambda store, since: journey(
+            store,
+            user=args.user,
+            request=args.request,
+            session=args.session,
+            events=args.event,
+            since=since,
+        ),
+        f"no events for {who}",
+    )
 
 
 def run_slow(args: argparse.Namespace) -> int:
     from .journey import slow_requests
 
-    since = _since(args)
-    store = _open(args)
-    if store is None:
-        return 2
-    found = slow_requests(store, user=args.user, limit=args.limit, since=since)
-    store.close()
-    _print(found, args.json, args.user is None, "no slow requests")
-    return 0
+    return _query_and_print(
+        args,
+        lambda store, since: slow_requests(store, user=args.user, limit=args.limit, since=since),
+        "no slow requests",
+    )
 
 
 def run_errors(args: argparse.Namespace) -> int:
     from .journey import errors
 
-    since = _since(args)
-    store = _open(args)
-    if store is None:
-        return 2
-    found = errors(store, user=args.user, limit=args.limit, since=since)
-    store.close()
-    _print(found, args.json, args.user is None, "no errors")
-    return 0
+    return _query_and_print(
+        args,
+        lambda store, since: errors(store, user=args.user, limit=args.limit, since=since),
+        "no errors",
+    )
