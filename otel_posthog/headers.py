@@ -22,7 +22,10 @@ def sanitize(value: object, limit: int = MAX_HEADER_CHARS) -> str | None:
         value = value[: limit * 4].decode("latin-1")
     if not isinstance(value, str):
         return None
-    cleaned = _CONTROL.sub("", value[: limit * 4]).strip()[:limit]
+    value = value[: limit * 4]
+    if not (value.isascii() and value.isprintable()):  # the common case needs no regex
+        value = _CONTROL.sub("", value)
+    cleaned = value.strip()[:limit]
     return cleaned or None
 
 

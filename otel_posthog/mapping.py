@@ -35,7 +35,6 @@ EVENT_NAMESPACE = uuid.UUID("6f1d3c0e-4b7a-5c2e-9a51-0d7e3f6a2b10")
 
 # Attribute names, stable semconv first, then the default (old) generation.
 _METHOD = ("http.request.method", "http.method")
-_STATUS = ("http.response.status_code", "http.status_code")
 _PERSON = ("enduser.id", "user.id", "posthogDistinctId")
 _SESSION = ("session.id", "sessionId")
 _CLIENT_IP = ("client.address", "http.client_ip", "net.peer.ip")  # new, old semconv, socket
@@ -88,65 +87,6 @@ def request_path(attrs: Mapping[str, Any]) -> str:
                 rest = str(url).split("://", 1)[-1]
                 path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
     return str(path or "/").split("?", 1)[0].split("#", 1)[0]
-
-
-def endpoint(attrs: Mapping[str, Any]) -> str:
-    route = attrs.get("http.route")
-    return str(route) if route else UNMATCHED
-
-
-def is_request_span(view: SpanView, settings: Settings) -> bool:
-    """One request, one event: local-root SERVER spans with an HTTP method."""
-    return _request_basics(view, settings) is not None
-
-
-def _request_basics(view: SpanView, settings: Settings) -> tuple[str, str, Any] | None:
-    """(method, path, route) of a span that makes request events, else None."""
-    if view.kind != SERVER or not view.is_local_root:
-        return None
-    attrs = view.attributes
-    method = request_method(attrs)
-    if method is None or method == "OPTIONS":
-        return None
-    if settings.services and view.resource.get("service.name") not in settings.services:
-        return None
-    route = attrs.get("http.route")
-    path = request_path(attrs)
-    excluded = settings.excluded_routes
-    if excluded and ((route and route in excluded) or path in excluded):
-        return None
-    return method, path, route
-
-
-def request_id(view: SpanView) -> str:
-    if view.facts is not None and view.facts.request_id:
-        return view.facts.request_id
-    return format(view.trace_id, "032x")
-
-
-def resolve_person(view: SpanView) -> tuple[str, bool]:
-    """(distinct_id, identified). Order: identify(), verified JWT, header, attributes."""
-    facts = view.facts
-    if facts is not None:
-        if facts.identified_id:
-            return facts.identified_id, True
-        if facts.jwt_distinct_id:
-            return facts.jwt_distinct_id, True
-        if facts.baggage_distinct_id:
-            return facts.baggage_distinct_id, True
-        if facts.header_distinct_id:
-            return facts.header_distinct_id, False
-    person = _first(view.attributes, _PERSON)
-    if person is not None:
-        return _cap(str(person))[:1000], True
-    return request_id(view), False
-
-
-def session_id(view: SpanView) -> str | None:
-    candidate = view.facts.session_id if view.facts is not None else None
-    if candidate is None:
-        candidate = _first(view.attributes, _SESSION)
-    return str(candidate) if candidate is not None and valid_uuid(str(candidate)) else None
 
 
 def sampled(trace_id: int, rate: float) -> bool:
@@ -278,126 +218,192 @@ def fit_properties(props: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[st
     return props
 
 
-def _environment(view: SpanView, settings: Settings) -> str:
-    if settings.environment:
-        return settings.environment
-    env = _first(view.resource, _ENVIRONMENT)
-    return str(env) if env is not None else "development"
-
-
-def _status_code(attrs: Mapping[str, Any]) -> int | None:
-    status = _first(attrs, _STATUS)
+def _to_int(status: Any) -> int | None:
     try:
-        return int(status) if status is not None else None
-    except (TypeError, ValueError):
+        return int(status) if status is not None and status != "" else None
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
-_STATIC: dict[tuple[Any, ...], dict[str, Any]] = {}
+# Per settings: (route, method, service, environment) -> the properties every request to
+# that route shares, and its slow threshold. Bounded: apps have a bounded set of routes
+# (an unmatched path maps to one "(unmatched)" endpoint).
+_ROUTES_KEY = "_otel_posthog_routes"
+_MAX_ROUTES = 1024
 
 
-def _static_properties(view: SpanView, settings: Settings) -> dict[str, Any]:
-    """environment, service, source, $lib, $lib_version: the same for every span of a
-    service, so built once per (service, environment) value (the caller copies them)."""
-    resource = view.resource
+def _route_properties(
+    settings: Settings, resource: Mapping[str, Any], route: Any, method: str
+) -> tuple[dict[str, Any], float]:
+    """endpoint, method, environment, service, source, $lib, $lib_version (a dict the
+    caller copies) and the endpoint's slow threshold: built once per route and service."""
     service = resource.get("service.name")
     env = settings.environment or _first(resource, _ENVIRONMENT)
-    key: tuple[Any, ...] = (type(service), service, type(env), env)
-    try:
-        found = _STATIC.get(key)
-    except TypeError:  # an unhashable attribute value: built every time
-        key, found = (), None
+    cache: dict[tuple[Any, ...], tuple[dict[str, Any], float]] | None
+    cache = settings.__dict__.get(_ROUTES_KEY)
+    if cache is None:
+        cache = {}
+        object.__setattr__(settings, _ROUTES_KEY, cache)  # a frozen dataclass: not a field
+    # only plain strings are cached: 1 == 1.0 == True would share an entry
+    cacheable = (
+        (route is None or type(route) is str)
+        and (service is None or type(service) is str)
+        and (env is None or type(env) is str)
+    )
+    key = (route, method, service, env)
+    found = cache.get(key) if cacheable else None
     if found is None:
-        found = {
+        endpoint = _cap(str(route)) if route else UNMATCHED
+        props = {
+            "endpoint": endpoint,
+            "method": _cap(method),
             "environment": _cap(str(env) if env is not None else "development"),
             "service": safe_value(service),
             "source": "backend",
             "$lib": "otel-posthog",
             "$lib_version": __version__,
         }
-        if key:
-            if len(_STATIC) >= 256:
-                _STATIC.clear()
-            _STATIC[key] = found
+        found = (props, settings.threshold_for(endpoint))
+        if cacheable:
+            if len(cache) >= _MAX_ROUTES:
+                cache.clear()
+            cache[key] = found
     return found
 
 
-def _correlation(
-    view: SpanView, settings: Settings, basics: tuple[str, str, Any] | None = None
-) -> tuple[dict[str, Any], str]:
-    """Properties every event of one request shares, and its distinct_id."""
+def _correlate(view: SpanView, settings: Settings, props: dict[str, Any]) -> str:
+    """Add the properties every event of one request shares; returns its distinct_id."""
     attrs = view.attributes
-    if basics is None:
-        method, path, route = request_method(attrs), request_path(attrs), attrs.get("http.route")
-    else:
-        method, path, route = basics
-    trace_hex = format(view.trace_id, "032x")
+    trace_hex = f"{view.trace_id:032x}"
     facts = view.facts
-    rid = facts.request_id if facts is not None and facts.request_id else trace_hex
-    person, identified = resolve_person(view)
-    session = session_id(view)
-    base: dict[str, Any] = {
-        "request_id": rid,
-        "$trace_id": trace_hex,
-        "$span_id": format(view.span_id, "016x"),
-        "endpoint": _cap(str(route) if route else UNMATCHED),
-        "path": _cap(path),
-        "method": _cap(method),
-    }
-    base.update(_static_properties(view, settings))
+    rid = trace_hex
+    person: Any = None
+    identified = True
+    session: Any = None
+    client_ip: Any = None
+    if facts is not None:
+        if facts.request_id:
+            rid = facts.request_id
+        person = facts.identified_id or facts.jwt_distinct_id or facts.baggage_distinct_id
+        if not person and facts.header_distinct_id:
+            person, identified = facts.header_distinct_id, False
+        session = facts.session_id
+        client_ip = facts.client_ip
+    if not person:
+        found = _first(attrs, _PERSON)
+        if found is not None:
+            person = _cap(str(found))[:1000]
+        else:
+            person, identified = rid, False
+    props["request_id"] = rid
+    props["$trace_id"] = trace_hex
+    props["$span_id"] = f"{view.span_id:016x}"
+    if session is None:
+        session = _first(attrs, _SESSION)
     if session is not None:
-        base["session_id"] = session
-        base["$session_id"] = session
+        session = str(session)
+        if valid_uuid(session):
+            props["session_id"] = session
+            props["$session_id"] = session
     if facts is not None:
         if facts.window_id and valid_uuid(facts.window_id):
-            base["$window_id"] = facts.window_id
+            props["$window_id"] = facts.window_id
         if facts.client_request_id and facts.client_request_id != rid:
-            base["client_request_id"] = facts.client_request_id
+            props["client_request_id"] = facts.client_request_id
     if not identified:
-        base["$process_person_profile"] = False
-    client_ip = (facts.client_ip if facts is not None else None) or _first(attrs, _CLIENT_IP)
-    if settings.capture_ip and client_ip:
-        base["$ip"] = str(client_ip)
+        props["$process_person_profile"] = False
+    if settings.capture_ip:
+        client_ip = client_ip or _first(attrs, _CLIENT_IP)
+        if client_ip:
+            props["$ip"] = _cap(str(client_ip))
+        else:
+            props["$geoip_disable"] = True
     else:
-        base["$geoip_disable"] = True
-    return base, person
+        props["$geoip_disable"] = True
+    return str(person)
+
+
+def _base(view: SpanView, settings: Settings) -> tuple[dict[str, Any], str]:
+    """Properties every event of one request shares, and its distinct_id."""
+    attrs = view.attributes
+    method = request_method(attrs) or ""
+    props = dict(_route_properties(settings, view.resource, attrs.get("http.route"), method)[0])
+    props["path"] = _cap(request_path(attrs))
+    return props, _correlate(view, settings, props)
 
 
 def map_span(view: SpanView, settings: Settings) -> list[Event]:
-    """Map one finished span to its PostHog events (empty when it is not a request)."""
-    basics = _request_basics(view, settings)
-    if basics is None:
+    """Map one finished span to its PostHog events (empty when it is not a request).
+
+    Runs for every request; written for speed: attribute lookups once, per-route
+    properties cached, dict copies instead of property-by-property building.
+    """
+    if view.kind != SERVER or not (view.parent_span_id is None or view.parent_is_remote):
+        return []  # one request, one event: local-root SERVER spans with an HTTP method
+    attrs = view.attributes
+    method = attrs.get("http.request.method") or attrs.get("http.method")
+    if not method:
         return []
-    base, person = _correlation(view, settings, basics)
-    status = _status_code(view.attributes)
-    duration_ms = round(view.duration_ms, 3)
+    method = method.upper() if type(method) is str else str(method).upper()
+    if method == "OPTIONS":
+        return []
+    resource = view.resource
+    if settings.services and resource.get("service.name") not in settings.services:
+        return []
+    route = attrs.get("http.route")
+    path = attrs.get("url.path")
+    if not path or type(path) is not str or "?" in path or "#" in path:
+        path = request_path(attrs)
+    excluded = settings.excluded_routes
+    if excluded and ((route and route in excluded) or path in excluded):
+        return []
+    shared, threshold = _route_properties(settings, resource, route, method)
+    props = dict(shared)
+    props["path"] = _cap(path)
+    person = _correlate(view, settings, props)
+    base = props  # request events add status and duration to a copy; others read base
+    status = attrs.get("http.response.status_code")
+    if status is None or status == "":
+        status = attrs.get("http.status_code")
+    if type(status) is not int:
+        status = _to_int(status)
+    duration_ms = round(max(view.end_ns - view.start_ns, 0) / 1e6, 3)
     request_props = dict(base)
     request_props["status_code"] = status
     request_props["response_time_ms"] = duration_ms
     ts = iso_timestamp(view.end_ns)
+    trace_id, span_id = view.trace_id, view.span_id
 
-    def make(name: str, props: dict[str, Any]) -> Event:
+    def make(name: str, props: dict[str, Any], fit: bool = True) -> Event:
         return {
             "event": name,
             "distinct_id": person,
-            "properties": fit_properties(props, _CORRELATION_KEYS),
+            # request events are bounded by the caps above (see test_event_size_bound);
+            # tracebacks and app properties may not be
+            "properties": fit_properties(props, _CORRELATION_KEYS) if fit else props,
             "timestamp": ts,
-            "uuid": event_uuid(view.trace_id, view.span_id, name),
+            "uuid": event_uuid(trace_id, span_id, name),
         }
 
     events: list[Event] = []
     facts = view.facts
-    rate = settings.api_request_sample_rate
-    if sampled(view.trace_id, rate):
-        props = dict(request_props)
-        if facts is not None and facts.rollup:
-            props.update(facts.rollup)
-        if rate < 1.0:
-            props["sample_rate"] = rate
-        events.append(make(API_REQUEST, props))
-
     exc = view.exceptions[-1] if view.exceptions else None
-    if exc is not None or (status is not None and status >= 500):
+    error = exc is not None or (status is not None and status >= 500)
+    slow = duration_ms > threshold
+    rate = settings.api_request_sample_rate
+    if sampled(trace_id, rate):
+        rollup = facts.rollup if facts is not None else None
+        if rollup or rate < 1.0 or error or slow:
+            props = dict(request_props)  # the others copy request_props: keep it clean
+            if rollup:
+                props.update(rollup)
+            if rate < 1.0:
+                props["sample_rate"] = rate
+        else:
+            props = request_props
+        events.append(make(API_REQUEST, props, False))
+
+    if error:
         props = dict(request_props)
         if exc is not None:
             props["error_type"] = _cap(exc.type)
@@ -412,12 +418,11 @@ def map_span(view: SpanView, settings: Settings) -> list[Event]:
         if settings.exception_events:
             events.append(make(EXCEPTION, exception_properties(base, props, exc)))
 
-    threshold = settings.threshold_for(base["endpoint"])
-    if duration_ms > threshold:
+    if slow:
         props = dict(request_props)
         props["duration_ms"] = duration_ms
         props["threshold_ms"] = threshold
-        events.append(make(SLOW_REQUEST, props))
+        events.append(make(SLOW_REQUEST, props, False))
 
     if facts is not None and facts.custom_events:
         events.extend(custom_event(view, c, base, person) for c in facts.custom_events)
@@ -428,7 +433,7 @@ def map_custom_events(view: SpanView, settings: Settings) -> list[Event]:
     """Only the ``capture()`` events of a request whose span already ended (late captures)."""
     if view.facts is None or not view.facts.custom_events:
         return []
-    base, person = _correlation(view, settings)
+    base, person = _base(view, settings)
     return [custom_event(view, c, base, person) for c in view.facts.custom_events]
 
 

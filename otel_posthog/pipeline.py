@@ -24,7 +24,7 @@ from .request_state import RequestState
 from .runtime import STATS
 from .sdk_span import view_from_sdk_span
 from .settings import Settings
-from .spanview import CustomEvent, RequestFacts
+from .spanview import CustomEvent
 from .transport import EventSender
 
 log = logging.getLogger("otel_posthog")
@@ -86,12 +86,13 @@ class Pipeline:
             result = self.verifier.resolve(state.token, allow_fetch=True)
             state.jwt_distinct_id, state.jwt_pending = result.distinct_id, False
         facts = state.facts()
-        state.token = None  # the raw token is not needed any more
+        if state.token is not None:
+            state.token = None  # the raw token is not needed any more
         if kind == "late":
-            facts = _only_capture(facts, work[3])
+            facts.custom_events = (work[3],)
             events = map_custom_events(view_from_sdk_span(span, facts), self.settings)
         else:
-            if len(work) > 3:
+            if facts.custom_events:  # only those captured before the span ended
                 facts.custom_events = facts.custom_events[: work[3]]
             events = map_span(view_from_sdk_span(span, facts), self.settings)
         return apply_before_send(events, self.settings)
@@ -139,11 +140,6 @@ def apply_before_send(events: list[Event], settings: Settings) -> list[Event]:
         if result is not None:
             out.append(result)
     return out
-
-
-def _only_capture(facts: RequestFacts, custom: CustomEvent) -> RequestFacts:
-    facts.custom_events = (custom,)
-    return facts
 
 
 def active_pipelines() -> list[Pipeline]:

@@ -75,13 +75,13 @@ class PostHogSpanProcessor(SpanProcessor):
         if not self.enabled:
             return
         try:
-            parent_span = trace.get_current_span(parent_context)
-            parent = parent_span.get_span_context()
-            local_root = not parent.is_valid or parent.is_remote
-            if span.kind is _SERVER and local_root:
+            kind = span.kind
+            parent = span.parent  # the SDK keeps None for an invalid parent
+            local_root = parent is None or parent.is_remote
+            if kind is _SERVER and local_root:
                 self._bind_request(span, current_state(parent_context))
-            elif span.kind is _CLIENT and not local_root:
-                if getattr(parent_span, "kind", None) is _CLIENT:
+            elif kind is _CLIENT and not local_root:
+                if getattr(trace.get_current_span(parent_context), "kind", None) is _CLIENT:
                     return  # e.g. urllib3 under requests: one outbound call, counted once
                 state = current_state(parent_context)
                 if state is not None and not state.finished:
@@ -158,13 +158,15 @@ class PostHogSpanProcessor(SpanProcessor):
 
 def set_identity_attributes(span: Any, state: RequestState) -> None:
     """Semantic-convention ``enduser.id`` / ``session.id`` for other exporters (personal data)."""
-    if not span.is_recording():
-        return
     person = state.identified_id or state.jwt_distinct_id or state.baggage_distinct_id
+    session = state.session_id
     if person:
-        span.set_attribute("enduser.id", person)
-    if state.session_id:
-        span.set_attribute("session.id", state.session_id)
+        if session:
+            span.set_attributes({"enduser.id": person, "session.id": session})  # one lock
+        else:
+            span.set_attribute("enduser.id", person)
+    elif session:
+        span.set_attribute("session.id", session)
 
 
 def active_processors() -> list[PostHogSpanProcessor]:

@@ -62,7 +62,8 @@ def _header(carrier: CarrierT, getter: Getter[CarrierT], name: str) -> str | Non
     return sanitize(value, limit=_limit(name))
 
 
-_WANTED = {name.encode(): name for name in _HEADERS}
+ORIGIN_HEADER = "origin"  # only its presence: CORS response headers are for browsers
+_WANTED = {name.encode(): name for name in (*_HEADERS, ORIGIN_HEADER)}
 _CLASS_NAMED: dict[tuple[type, str], bool] = {}
 
 
@@ -112,7 +113,9 @@ def _asgi_headers(carrier: object) -> dict[str, str] | None:
 def _read_headers(carrier: CarrierT, getter: Getter[CarrierT]) -> dict[str, str | None]:
     raw = _asgi_headers(carrier) if _is_asgi_getter(getter) else None
     if raw is None:
-        return {name: _header(carrier, getter, name) for name in _HEADERS}
+        found = {name: _header(carrier, getter, name) for name in _HEADERS}
+        found[ORIGIN_HEADER] = _header(carrier, getter, ORIGIN_HEADER)
+        return found
     return {name: sanitize(value, limit=_limit(name)) for name, value in raw.items()}
 
 
@@ -162,15 +165,26 @@ class PostHogPropagator(TextMapPropagator):
         try:
             headers = _read_headers(carrier, getter)
             state = RequestState()
-            state.token = bearer_token(headers.get("authorization"))
-            state.session_id = headers.get(SESSION_HEADER)
-            state.window_id = headers.get(WINDOW_HEADER)
-            state.header_distinct_id = headers.get(DISTINCT_HEADER)
-            state.x_request_id = headers.get(REQUEST_ID_HEADER)
-            state.has_traceparent = valid_traceparent(headers.get("traceparent"))
-            if state.x_request_id and not state.has_traceparent:
-                state.request_id = state.x_request_id
-                state.trace_id_hint = uuid_int(state.x_request_id)
+            if headers:  # only what was sent: RequestState's defaults cover the rest
+                get = headers.get
+                if "authorization" in headers:
+                    state.token = bearer_token(get("authorization"))
+                if SESSION_HEADER in headers:
+                    state.session_id = get(SESSION_HEADER)
+                if WINDOW_HEADER in headers:
+                    state.window_id = get(WINDOW_HEADER)
+                if DISTINCT_HEADER in headers:
+                    state.header_distinct_id = get(DISTINCT_HEADER)
+                if get(ORIGIN_HEADER):
+                    state.cross_origin = True
+                if "traceparent" in headers:
+                    state.has_traceparent = valid_traceparent(get("traceparent"))
+                x_request_id = get(REQUEST_ID_HEADER)
+                if x_request_id:
+                    state.x_request_id = x_request_id
+                    if not state.has_traceparent:
+                        state.request_id = x_request_id
+                        state.trace_id_hint = uuid_int(x_request_id)
             _, trust_baggage = self._flags()
             if trust_baggage:
                 _read_baggage(carrier, context, getter, state)
@@ -235,7 +249,8 @@ _NOT_A_RESPONSE_START = frozenset(
 
 
 class PostHogResponsePropagator(_ResponseBase):
-    """Sets ``X-Request-ID`` and ``traceresponse`` on responses and exposes them to browsers."""
+    """Sets ``X-Request-ID`` and ``traceresponse`` on responses; lists both in
+    ``Access-Control-Expose-Headers`` when the request came with an ``Origin`` (browsers)."""
 
     def inject(
         self,
@@ -246,28 +261,31 @@ class PostHogResponsePropagator(_ResponseBase):
         try:
             if isinstance(carrier, dict) and carrier.get("type") in _NOT_A_RESPONSE_START:
                 return  # the ASGI instrumentation calls us for every message it sends
-            span = trace.get_current_span(context)
-            span_ctx = span.get_span_context()
+            span_ctx = trace.get_current_span(context).get_span_context()
             if not span_ctx.is_valid:
                 return
-            rid = request_id_for_span(span)
-            trace_response = (
-                f"00-{span_ctx.trace_id:032x}-{span_ctx.span_id:016x}-{span_ctx.trace_flags:02x}"
-            )
+            trace_hex = f"{span_ctx.trace_id:032x}"
+            state = LIVE.get(span_ctx.span_id)
+            if state is not None:
+                rid = state.request_id or trace_hex
+                expose = state.cross_origin  # only browsers (cross-origin) need the list
+            else:
+                rid, expose = trace_hex, True
+            trace_response = f"00-{trace_hex}-{span_ctx.span_id:016x}-{span_ctx.trace_flags:02x}"
             if isinstance(carrier, dict) and _is_a(setter, "ASGISetter"):
                 # what the ASGI setter does, without three calls and re-encoding constants
                 headers = carrier.get("headers")
                 if not headers:
                     headers = carrier["headers"] = []
-                if rid:
-                    headers.append([b"x-request-id", rid.encode()])
+                headers.append([b"x-request-id", rid.encode()])
                 headers.append([b"traceresponse", trace_response.encode()])
-                headers.append([b"access-control-expose-headers", _EXPOSED])
+                if expose:
+                    headers.append([b"access-control-expose-headers", _EXPOSED])
                 return
-            if rid:
-                setter.set(carrier, "X-Request-ID", rid)
+            setter.set(carrier, "X-Request-ID", rid)
             setter.set(carrier, "traceresponse", trace_response)
-            setter.set(carrier, "Access-Control-Expose-Headers", _EXPOSED.decode())
+            if expose:
+                setter.set(carrier, "Access-Control-Expose-Headers", _EXPOSED.decode())
         except Exception:
             from .runtime import STATS
 

@@ -49,13 +49,26 @@ def _readable_attributes(span: Any) -> Any:
 
 
 def redact_span_urls(span: Any) -> None:
-    """Redact the span's URL attributes now and whenever they are set again."""
+    """Redact the span's URL attributes now and whenever they are set again.
+
+    Instrumentations set the URL attributes when they start the server span, then set
+    the same values again; when they came without a query string, nothing will need
+    redacting and the span is left alone (the request path's common case). Only a
+    query string, or a span started without URL attributes, wraps ``set_attribute``.
+    """
     attrs = _readable_attributes(span)
+    seen_url = had_query = False
     for key in _URL_KEYS + _QUERY_KEYS:
         value = attrs.get(key)
+        if value is None:
+            continue
+        seen_url = True
         redacted = redact_value(key, value)
         if redacted is not value:
+            had_query = True
             span.set_attribute(key, redacted)
+    if seen_url and not had_query:
+        return
     original_set = span.set_attribute
     original_set_many = span.set_attributes
 

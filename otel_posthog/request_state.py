@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -23,54 +24,35 @@ STATE_KEY = otel_context.create_key("otel-posthog-request")
 
 
 class RequestState:
-    """Mutable facts about one request; shared by the request thread and the export worker."""
+    """Mutable facts about one request; shared by the request thread and the export worker.
 
-    __slots__ = (
-        "session_id",
-        "window_id",
-        "header_distinct_id",
-        "baggage_distinct_id",
-        "x_request_id",
-        "has_traceparent",
-        "token",
-        "client_ip",
-        "identified_id",
-        "jwt_distinct_id",
-        "jwt_pending",
-        "request_id",
-        "trace_id_hint",
-        "span",
-        "span_id",
-        "trace_id",
-        "captures",
-        "rollup",
-        "finished",
-        "emit_late",
-        "created",
-        "_lock",
-    )
+    Built for every request, so the defaults are class attributes: an instance stores
+    only what its request set (a request with two PostHog headers sets about six).
+    """
+
+    session_id: str | None = None
+    window_id: str | None = None
+    header_distinct_id: str | None = None
+    baggage_distinct_id: str | None = None
+    x_request_id: str | None = None
+    has_traceparent = False
+    cross_origin = False  # the request had an Origin header
+    token: str | None = None
+    client_ip: str | None = None
+    identified_id: str | None = None
+    jwt_distinct_id: str | None = None
+    jwt_pending = False
+    request_id: str | None = None  # set only when it is not the trace id
+    trace_id_hint: int | None = None  # trace id to use for a new trace (UUID request id)
+    span: Any = None
+    span_id = 0
+    trace_id = 0
+    captures: list[CustomEvent] | tuple[()] = ()  # a list from the first capture() on
+    rollup: Mapping[str, float] = MappingProxyType({})  # replaced, never changed in place
+    finished = False
+    emit_late: Any = None  # callable(state, CustomEvent) once the request span ended
 
     def __init__(self) -> None:
-        self.session_id: str | None = None
-        self.window_id: str | None = None
-        self.header_distinct_id: str | None = None
-        self.baggage_distinct_id: str | None = None
-        self.x_request_id: str | None = None
-        self.has_traceparent = False
-        self.token: str | None = None
-        self.client_ip: str | None = None
-        self.identified_id: str | None = None
-        self.jwt_distinct_id: str | None = None
-        self.jwt_pending = False
-        self.request_id: str | None = None  # set only when it is not the trace id
-        self.trace_id_hint: int | None = None  # trace id to use for a new trace (UUID request id)
-        self.span: Any = None
-        self.span_id = 0
-        self.trace_id = 0
-        self.captures: list[CustomEvent] = []
-        self.rollup: dict[str, float] = {}
-        self.finished = False
-        self.emit_late: Any = None  # callable(state, CustomEvent) once the request span ended
         self.created = time.monotonic()
         self._lock = threading.Lock()
 
@@ -81,6 +63,8 @@ class RequestState:
     def add_capture(self, event: str, properties: Mapping[str, Any]) -> None:
         with self._lock:
             custom = CustomEvent(event, dict(properties), time.time_ns(), len(self.captures))
+            if not self.captures:
+                self.captures = []
             self.captures.append(custom)
             late = self.emit_late if self.finished else None
         if late is not None:
@@ -88,25 +72,30 @@ class RequestState:
 
     def add_rollup(self, key_calls: str, key_time: str, ms: float) -> None:
         with self._lock:
-            self.rollup[key_calls] = self.rollup.get(key_calls, 0) + 1
-            self.rollup[key_time] = round(self.rollup.get(key_time, 0.0) + ms, 3)
+            rollup = dict(self.rollup)
+            rollup[key_calls] = rollup.get(key_calls, 0) + 1
+            rollup[key_time] = round(rollup.get(key_time, 0.0) + ms, 3)
+            self.rollup = rollup
 
     def facts(self) -> RequestFacts:
-        with self._lock:
-            captures = tuple(self.captures)
-            rollup = dict(self.rollup)
+        """A snapshot for the mapping."""
+        request_id = self.request_id
+        captures: tuple[CustomEvent, ...] = ()
+        if self.captures:
+            with self._lock:
+                captures = tuple(self.captures)
         return RequestFacts(
-            identified_id=self.identified_id,
-            jwt_distinct_id=self.jwt_distinct_id,
-            header_distinct_id=self.header_distinct_id,
-            baggage_distinct_id=self.baggage_distinct_id,
-            session_id=self.session_id,
-            window_id=self.window_id,
-            request_id=self.request_id,
-            client_request_id=self.x_request_id if self.request_id is None else None,
-            client_ip=self.client_ip,
-            custom_events=captures,
-            rollup=rollup,
+            self.identified_id,
+            self.jwt_distinct_id,
+            self.header_distinct_id,
+            self.baggage_distinct_id,
+            self.session_id,
+            self.window_id,
+            request_id,
+            self.x_request_id if request_id is None else None,
+            self.client_ip,
+            captures,
+            self.rollup,
         )
 
 

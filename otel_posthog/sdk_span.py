@@ -41,38 +41,55 @@ def _no_events(span: ReadableSpan) -> bool:
         return False
 
 
+def _exceptions(span: ReadableSpan) -> tuple[ExceptionInfo, ...]:
+    out = []
+    for ev in span.events:
+        if ev.name == "exception":
+            attrs = ev.attributes or {}
+            out.append(
+                ExceptionInfo(
+                    type=str(attrs.get("exception.type", "")),
+                    message=str(attrs.get("exception.message", "")),
+                    stacktrace=str(attrs.get("exception.stacktrace", "")),
+                )
+            )
+    return tuple(out)
+
+
+_RESOURCES: dict[int, tuple[Any, Mapping[str, Any]]] = {}
+
+
+def _resource_attributes(resource: Any) -> Mapping[str, Any]:
+    """A resource's attributes as a plain dict; a provider has one resource for all
+    its spans, so this is looked up by identity (the entry keeps the resource alive)."""
+    if resource is None:
+        return {}
+    found = _RESOURCES.get(id(resource))
+    if found is not None and found[0] is resource:
+        return found[1]
+    attrs = _plain(resource.attributes)
+    if len(_RESOURCES) >= 64:
+        _RESOURCES.clear()
+    _RESOURCES[id(resource)] = (resource, attrs)
+    return attrs
+
+
 def view_from_sdk_span(span: ReadableSpan, facts: RequestFacts | None = None) -> SpanView:
     ctx = span.context
     parent = span.parent
-    exceptions = (
-        ()
-        if _no_events(span)
-        else tuple(
-            ExceptionInfo(
-                type=str(ev.attributes.get("exception.type", "")) if ev.attributes else "",
-                message=str(ev.attributes.get("exception.message", "")) if ev.attributes else "",
-                stacktrace=str(ev.attributes.get("exception.stacktrace", ""))
-                if ev.attributes
-                else "",
-            )
-            for ev in span.events
-            if ev.name == "exception"
-        )
-    )
+    raw = getattr(span, "_attributes", None)
     return SpanView(
-        name=span.name,
-        kind=_KINDS.get(id(span.kind)) or span.kind.name.lower(),
-        trace_id=ctx.trace_id if ctx else 0,
-        span_id=ctx.span_id if ctx else 0,
-        parent_span_id=parent.span_id if parent is not None and parent.is_valid else None,
-        parent_is_remote=bool(parent is not None and parent.is_remote),
-        start_ns=span.start_time or 0,
-        end_ns=span.end_time or span.start_time or 0,
-        attributes=_plain(
-            raw if (raw := getattr(span, "_attributes", None)) is not None else span.attributes
-        ),
-        resource=_plain(span.resource.attributes) if span.resource else {},
-        exceptions=exceptions,
-        status_error=span.status.status_code is StatusCode.ERROR,
-        facts=facts,
+        span.name,
+        _KINDS.get(id(span.kind)) or span.kind.name.lower(),
+        ctx.trace_id if ctx else 0,
+        ctx.span_id if ctx else 0,
+        parent.span_id if parent is not None and parent.is_valid else None,
+        parent is not None and parent.is_remote,
+        span.start_time or 0,
+        span.end_time or span.start_time or 0,
+        _plain(raw if raw is not None else span.attributes),
+        _resource_attributes(span.resource),
+        () if _no_events(span) else _exceptions(span),
+        span.status.status_code is StatusCode.ERROR,
+        facts,
     )

@@ -29,6 +29,11 @@ from typing import Any
 import requests
 from posthog import request as posthog_request
 
+try:  # a dependency; the standard library is the fallback where no wheel installs
+    import orjson
+except ImportError:  # pragma: no cover
+    orjson = None  # type: ignore[assignment]
+
 from .runtime import STATS, suppressed_instrumentation
 from .settings import Settings
 
@@ -73,9 +78,10 @@ class BatchPoster:
 
     The wire format is posthog-python's request layer's (``posthog.request.post``): the
     same URL, headers and body (``batch``, ``sent_at``, ``api_key``), gzip-compressed.
-    Our events are plain JSON already, so the body is encoded in one C-level
-    ``json.dumps`` and compressed at level 1 (the request layer's default walk over every
-    value for non-finite floats and level-9 gzip were 2/3 of the exporter's CPU); a batch
+    Our events are plain JSON already, so the body is encoded in one ``orjson.dumps``
+    call (the standard library's encoder where orjson is missing) and compressed at
+    level 1 (the request layer's default walk over every value for non-finite floats
+    and level-9 gzip were 2/3 of the exporter's CPU); a batch
     that is not plain JSON (e.g. changed by ``before_send``) goes through the request
     layer itself.
     """
@@ -102,7 +108,7 @@ class BatchPoster:
             "api_key": self.settings.api_key or "",
         }
         try:
-            data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+            data = _dumps(body)
         except (TypeError, ValueError):
             return None
         return gzip.compress(data, compresslevel=1, mtime=0)
@@ -196,7 +202,7 @@ class EventSender:
         """
         if self._stopped:
             return self._overflow(kind, item)
-        if self._thread is None or self._pid != os.getpid():
+        if self._thread is None:  # a fork resets it (register_at_fork)
             self._start()
         queue = self._queue
         if len(queue) >= self.settings.max_queue_size:
@@ -377,25 +383,31 @@ class EventSender:
 
     def _take(self, limit: int) -> tuple[threading.Event, float] | None:
         """Map up to ``limit`` queued items into pending; returns a flush marker if met."""
+        queued = 0
+        marker = None
         with self._hold:
+            popleft, mapper, pending = self._queue.popleft, self.mapper, self._pending
             for _ in range(limit):
                 try:
-                    kind, item = self._queue.popleft()
+                    kind, item = popleft()
                 except IndexError:
-                    return None
+                    break
                 if kind == "flush":
-                    return item
+                    marker = item
+                    break
                 try:
-                    events = self.mapper(item) if kind == "work" else item
+                    events = mapper(item) if kind == "work" else item
                 except Exception as exc:
                     STATS.error("sender.map", exc)
                     continue
                 if events:
-                    STATS.add("queued", len(events))
-                    if not self._pending:
+                    queued += len(events)
+                    if not pending:
                         self._first_at = time.monotonic()
-                    self._pending.extend(events)
-        return None
+                    pending.extend(events)
+        if queued:
+            STATS.add("queued", queued)
+        return marker
 
     def _next_batch(self, size: int, force: bool) -> list[Event] | None:
         with self._hold:
@@ -531,6 +543,13 @@ class EventSender:
             if self._release(batch):
                 STATS.add("batches_failed")
                 STATS.add("dropped", len(batch))
+
+
+def _dumps(body: Any) -> bytes:
+    """Compact UTF-8 JSON; raises TypeError/ValueError for what is not plain JSON."""
+    if orjson is not None:
+        return orjson.dumps(body)  # ~12x the stdlib encoder; NaN/Infinity become null
+    return json.dumps(body, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
 
 
 def _make_serialisable(batch: list[Event]) -> None:

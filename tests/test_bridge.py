@@ -130,6 +130,7 @@ def test_api_request_has_every_property(bridge):
         "X-POSTHOG-SESSION-ID": SESSION,
         "X-POSTHOG-WINDOW-ID": WINDOW,
         "traceparent": f"00-{trace_id}-b7ad6b7169203331-01",
+        "Origin": "http://localhost:5173",  # a browser's cross-origin call
     }
     r = bridge.request("GET", "/api/chat/42?token=querysecret", headers=headers)
     assert r.status_code == 200
@@ -137,6 +138,8 @@ def test_api_request_has_every_property(bridge):
     assert r.headers["traceresponse"].startswith(f"00-{trace_id}-")
     expose = r.headers["access-control-expose-headers"].lower()
     assert "x-request-id" in expose and "traceresponse" in expose
+    plain = bridge.request("GET", "/api/chat/42")  # no Origin: no CORS header
+    assert plain.headers["x-request-id"] and "access-control-expose-headers" not in plain.headers
     events = by_event(bridge.events_for(trace_id, {"api_request"}))
     assert set(events) == {"api_request"}
     ev = events["api_request"]

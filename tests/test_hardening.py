@@ -261,6 +261,29 @@ def test_any_span_maps_to_valid_bounded_events_without_secrets(view, traceback_c
     _check_events(map_custom_events(view, s))
 
 
+def test_request_events_fit_without_trimming_at_every_cap():
+    """api_request and slow_request skip the size check: every value they hold is capped,
+    so even the worst escaping (6 bytes a character) stays under PostHog's limit."""
+    worst = "\x01" * 200_000  # JSON escapes a control character as \u0001
+    attrs = {
+        "http.request.method": worst,
+        "http.route": worst,
+        "url.path": worst,
+        "http.response.status_code": 200,
+        "client.address": worst,
+        "enduser.id": worst,
+        "session.id": worst,
+    }
+    resource = {"service.name": worst, "deployment.environment.name": worst}
+    view = SpanView("r", SERVER, 1, 2, None, False, 0, 10**12, attrs, resource)
+    s = Settings(slow_request_threshold_ms=1, capture_ip=True)
+    events = map_span(view, s)
+    assert [e["event"] for e in events] == ["api_request", "slow_request"]
+    for event in events:
+        assert "$otel_posthog_truncated" not in event["properties"]
+        assert len(json.dumps(event)) < MAX_EVENT_BYTES
+
+
 def test_capture_of_odd_values_is_kept_as_text():
     deep: object = 1
     for _ in range(10_000):
