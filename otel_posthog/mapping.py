@@ -102,10 +102,25 @@ def sampled(trace_id: int, rate: float) -> bool:
 
 _NAMESPACE_SHA1 = hashlib.sha1(EVENT_NAMESPACE.bytes, usedforsecurity=False)
 _VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
+# The request events' kind, in the two free bits of the UUID variant nibble (10xx).
+_KIND_NIBBLE = {API_REQUEST: "8", API_ERROR: "9", SLOW_REQUEST: "a", EXCEPTION: "b"}
+_SPAN_BITS = (1 << 64) - 1
 
 
 def event_uuid(trace_id: int, span_id: int, name: str, index: int | None = None) -> str:
-    """``str(uuid.uuid5(EVENT_NAMESPACE, key))``, without building a ``UUID`` object."""
+    """The event's deterministic uuid: the same span always gives the same uuids.
+
+    Request events (``api_request``, ``api_error``, ``slow_request``, ``$exception``) get
+    a UUIDv8 (RFC 9562) laid out from the trace id's 56 random bits (the rightmost, as
+    for sampling), the span id's 64 and the event kind: 120 random bits, as unique as a
+    UUIDv4, with no hashing on the export path. ``capture()`` events (any name, an
+    index) get ``uuid5(EVENT_NAMESPACE, "<trace>:<span>:<name>[:<index>]")``.
+    """
+    nibble = _KIND_NIBBLE.get(name) if index is None else None
+    if nibble is not None:
+        t = f"{trace_id & _RANDOM_BITS:014x}"
+        sp = f"{span_id & _SPAN_BITS:016x}"
+        return f"{t[:8]}-{t[8:12]}-8{t[12:]}{sp[0]}-{nibble}{sp[1:4]}-{sp[4:]}"
     key = f"{trace_id:032x}:{span_id:016x}:{name}"
     if index is not None:
         key += f":{index}"
@@ -120,18 +135,11 @@ _LAST_SECOND: tuple[int, str] = (-1, "")
 
 
 def iso_timestamp(ns: int) -> str:
-    """``datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat()``, same rounding,
-    with the date and time of day formatted once per second."""
+    """``datetime.fromtimestamp(..., tz=timezone.utc).isoformat()`` of a nanosecond time,
+    rounded to the nearest microsecond in integers, the date and time of day formatted
+    once per second."""
     global _LAST_SECOND
-    frac, whole = math.modf(ns / 1e9)
-    micros = round(frac * 1e6)  # half-even, as datetime rounds a float timestamp
-    if micros >= 1_000_000:
-        micros -= 1_000_000
-        whole += 1.0
-    elif micros < 0:
-        micros += 1_000_000
-        whole -= 1.0
-    second = int(whole)
+    second, micros = divmod((ns + 500) // 1000, 1_000_000)
     last = _LAST_SECOND
     if last[0] == second:
         prefix = last[1]

@@ -75,21 +75,26 @@ def _resource_attributes(resource: Any) -> Mapping[str, Any]:
 
 
 def view_from_sdk_span(span: ReadableSpan, facts: RequestFacts | None = None) -> SpanView:
-    ctx = span.context
-    parent = span.parent
-    raw = getattr(span, "_attributes", None)
+    try:  # the SDK's fields: each public property is a Python call, ten per span
+        ctx, parent, kind = span._context, span._parent, span._kind
+        start, end, status = span._start_time, span._end_time, span._status
+        raw, resource = span._attributes, span._resource
+    except AttributeError:  # another ReadableSpan implementation
+        ctx, parent, kind = span.context, span.parent, span.kind
+        start, end, status = span.start_time, span.end_time, span.status
+        raw, resource = span.attributes, span.resource
     return SpanView(
         span.name,
-        _KINDS.get(id(span.kind)) or span.kind.name.lower(),
+        _KINDS.get(id(kind)) or kind.name.lower(),
         ctx.trace_id if ctx else 0,
         ctx.span_id if ctx else 0,
         parent.span_id if parent is not None and parent.is_valid else None,
         parent is not None and parent.is_remote,
-        span.start_time or 0,
-        span.end_time or span.start_time or 0,
-        _plain(raw if raw is not None else span.attributes),
-        _resource_attributes(span.resource),
+        start or 0,
+        end or start or 0,
+        _plain(raw),
+        _resource_attributes(resource),
         () if _no_events(span) else _exceptions(span),
-        span.status.status_code is StatusCode.ERROR,
+        status.status_code is StatusCode.ERROR,
         facts,
     )

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import random
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 
 from otel_posthog.mapping import (
+    EVENT_NAMESPACE,
+    event_uuid,
+    iso_timestamp,
     map_span,
     parse_python_frames,
     sampled,
@@ -184,6 +189,40 @@ def test_deterministic_uuids():
     a, b = map_span(view(NEW), Settings()), map_span(view(NEW), Settings())
     assert a[0]["uuid"] == b[0]["uuid"]
     uuid.UUID(a[0]["uuid"])
+
+
+def test_timestamps_are_iso_utc_rounded_to_the_microsecond():
+    rng = random.Random(7)
+    for ns in [
+        0,
+        999,
+        500,
+        1_700_000_000_999_999_500,
+        *(rng.randrange(10**18, 2 * 10**18) for _ in range(2000)),
+    ]:
+        us = (ns + 500) // 1000
+        expected = datetime.fromtimestamp(us // 10**6, tz=timezone.utc)
+        assert iso_timestamp(ns) == expected.replace(microsecond=us % 10**6).isoformat()
+
+
+def test_request_event_uuids_are_v8_from_trace_span_and_kind():
+    err = {**NEW, "http.response.status_code": 503}
+    events = map_span(view(err, duration_ms=5000), Settings(exception_events=True))
+    assert names(events) == ["api_request", "api_error", "$exception", "slow_request"]
+    parsed = [uuid.UUID(e["uuid"]) for e in events]
+    assert {u.version for u in parsed} == {8} and {u.variant for u in parsed} == {uuid.RFC_4122}
+    assert len(set(parsed)) == 4  # one per kind
+    for u in parsed:  # the trace id's 56 random bits and the span id, recoverable
+        h = u.hex  # version nibble at 12, variant (and kind) nibble at 16
+        assert int(h[:12] + h[13:15], 16) == TRACE & (1 << 56) - 1
+        assert int(h[15] + h[17:], 16) == SPAN
+    other_span = map_span(view(err, duration_ms=5000, span_id=SPAN ^ 1), Settings())
+    other_trace = map_span(view(err, duration_ms=5000, trace_id=TRACE ^ 1), Settings())
+    assert not {e["uuid"] for e in events} & {e["uuid"] for e in other_span + other_trace}
+    # capture() events: uuid5 over trace, span, name and index
+    assert event_uuid(TRACE, SPAN, "signup", 0) == str(
+        uuid.uuid5(EVENT_NAMESPACE, f"{TRACE:032x}:{SPAN:016x}:signup:0")
+    )
 
 
 def test_sampling_is_by_trace_id_and_never_drops_errors_or_slow():
