@@ -38,3 +38,33 @@ def test_bench_quick_run_prints_the_table(tmp_path: Path) -> None:
     for name in ("2", "3", "4", "5"):
         assert rows[name]["exported"] == rows[name]["requests"], name
     assert results["exporter"]["otel-posthog"]["delivered"] == 300
+
+
+def test_parts_switch_offs_and_export_fixture_run() -> None:
+    """``python -m benchmarks.parts`` (callgrind, slow) is built from these two runs."""
+    from benchmarks.suite import Servers
+
+    export = subprocess.run(
+        [sys.executable, "-m", "benchmarks.parts", "--export=encode,50"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert export.returncode == 0, export.stderr[-3000:]
+    servers = Servers.start()
+    try:
+        worker = subprocess.run(
+            [sys.executable, "-m", "benchmarks.parts", "--worker=nosubmit,noresp", "inproc"]
+            + ["--scenario", "4", "--requests", "20", "--warmup", "5", *servers.args()],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        servers.stop()
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    result = json.loads(worker.stdout.split("BENCH-RESULT ", 1)[1])
+    assert result["requests"] == 20 and result["exported"] == 20  # the other exporter's spans
+    assert result["stats"]["queued"] == 0  # the export path was switched off
