@@ -29,8 +29,19 @@ def sanitize(value: object, limit: int = MAX_HEADER_CHARS) -> str | None:
     return cleaned or None
 
 
+_SEEN_UUIDS: dict[str, bool] = {}  # a session id repeats on every request of its session
+
+
 def valid_uuid(value: str | None) -> bool:
-    return bool(value) and _UUID.match(value or "") is not None
+    if not value:
+        return False
+    known = _SEEN_UUIDS.get(value)
+    if known is None:
+        known = _UUID.match(value) is not None
+        if len(_SEEN_UUIDS) >= 4096:
+            _SEEN_UUIDS.clear()
+        _SEEN_UUIDS[value] = known
+    return known
 
 
 def uuid_int(value: str) -> int | None:

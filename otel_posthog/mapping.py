@@ -369,37 +369,27 @@ def map_span(view: SpanView, settings: Settings) -> list[Event]:
     props = dict(shared)
     props["path"] = _cap(path)
     person = _correlate(view, settings, props)
-    base = props  # request events add status and duration to a copy; others read base
     status = attrs.get("http.response.status_code")
     if status is None or status == "":
         status = attrs.get("http.status_code")
     if type(status) is not int:
         status = _to_int(status)
-    duration_ms = round(max(view.end_ns - view.start_ns, 0) / 1e6, 3)
-    request_props = dict(base)
-    request_props["status_code"] = status
-    request_props["response_time_ms"] = duration_ms
-    ts = iso_timestamp(view.end_ns)
-    trace_id, span_id = view.trace_id, view.span_id
-
-    def make(name: str, props: dict[str, Any], fit: bool = True) -> Event:
-        return {
-            "event": name,
-            "distinct_id": person,
-            # request events are bounded by the caps above (see test_event_size_bound);
-            # tracebacks and app properties may not be
-            "properties": fit_properties(props, _CORRELATION_KEYS) if fit else props,
-            "timestamp": ts,
-            "uuid": event_uuid(trace_id, span_id, name),
-        }
-
-    events: list[Event] = []
-    facts = view.facts
+    end_ns = view.end_ns
+    duration_ms = round(max(end_ns - view.start_ns, 0) / 1e6, 3)
     exc = view.exceptions[-1] if view.exceptions else None
     error = exc is not None or (status is not None and status >= 500)
     slow = duration_ms > threshold
+    facts = view.facts
+    customs = facts.custom_events if facts is not None else ()
+    base = dict(props) if error or customs else props  # without status and duration
+    props["status_code"] = status
+    props["response_time_ms"] = duration_ms
+    request_props = props
+    ts = iso_timestamp(end_ns)
+    trace_id, span_id = view.trace_id, view.span_id
+    events: list[Event] = []
     rate = settings.api_request_sample_rate
-    if sampled(trace_id, rate):
+    if rate >= 1.0 or sampled(trace_id, rate):
         rollup = facts.rollup if facts is not None else None
         if rollup or rate < 1.0 or error or slow:
             props = dict(request_props)  # the others copy request_props: keep it clean
@@ -407,9 +397,17 @@ def map_span(view: SpanView, settings: Settings) -> list[Event]:
                 props.update(rollup)
             if rate < 1.0:
                 props["sample_rate"] = rate
-        else:
-            props = request_props
-        events.append(make(API_REQUEST, props, False))
+        # request events need no size check: every value is capped (see
+        # test_request_events_fit_without_trimming_at_every_cap)
+        events.append(
+            {
+                "event": API_REQUEST,
+                "distinct_id": person,
+                "properties": props,
+                "timestamp": ts,
+                "uuid": event_uuid(trace_id, span_id, API_REQUEST),
+            }
+        )
 
     if error:
         props = dict(request_props)
@@ -422,19 +420,30 @@ def map_span(view: SpanView, settings: Settings) -> list[Event]:
         else:
             props["error_type"] = f"HTTP {status}"
             props["error_message"] = _http_phrase(status)
-        events.append(make(API_ERROR, props))
+        events.append(_event(API_ERROR, person, fit_properties(props, _CORRELATION_KEYS), ts, view))
         if settings.exception_events:
-            events.append(make(EXCEPTION, exception_properties(base, props, exc)))
+            exc_props = fit_properties(exception_properties(base, props, exc), _CORRELATION_KEYS)
+            events.append(_event(EXCEPTION, person, exc_props, ts, view))
 
     if slow:
         props = dict(request_props)
         props["duration_ms"] = duration_ms
         props["threshold_ms"] = threshold
-        events.append(make(SLOW_REQUEST, props, False))
+        events.append(_event(SLOW_REQUEST, person, props, ts, view))
 
-    if facts is not None and facts.custom_events:
-        events.extend(custom_event(view, c, base, person) for c in facts.custom_events)
+    if customs:
+        events.extend(custom_event(view, c, base, person) for c in customs)
     return events
+
+
+def _event(name: str, person: str, props: dict[str, Any], ts: str, view: SpanView) -> Event:
+    return {
+        "event": name,
+        "distinct_id": person,
+        "properties": props,
+        "timestamp": ts,
+        "uuid": event_uuid(view.trace_id, view.span_id, name),
+    }
 
 
 def map_custom_events(view: SpanView, settings: Settings) -> list[Event]:

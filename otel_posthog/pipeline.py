@@ -45,6 +45,7 @@ class Pipeline:
         self.sender: EventSender | None = None
         self._owners = 0
         self._lock = threading.Lock()
+        self._emit_late = self.emit_late  # one bound method, not one per request
         if not settings.enabled:
             return
         spool = None
@@ -68,7 +69,7 @@ class Pipeline:
         with state._lock:
             state.finished = True
             state.span = span  # the finished, read-only copy
-            state.emit_late = self.emit_late
+            state.emit_late = self._emit_late
             # captures from now on go out through emit_late: not with the span too
             captured = len(state.captures)
         self.sender.submit("work", ("span", span, state, captured))

@@ -48,8 +48,11 @@ _HEADERS = (
 )
 
 
+_LIMITS = {"authorization": 16_384}  # characters kept of a header value; others 1000
+
+
 def _limit(name: str) -> int:
-    return 16_384 if name == "authorization" else 1000
+    return _LIMITS.get(name, 1000)
 
 
 def _header(carrier: CarrierT, getter: Getter[CarrierT], name: str) -> str | None:
@@ -81,15 +84,9 @@ def _is_asgi_getter(getter: object) -> bool:
     return _is_a(getter, "ASGIGetter")
 
 
-def _decode(value: bytes) -> str:
-    try:  # as the ASGI instrumentation's getter decodes
-        return value.decode("utf-8")
-    except ValueError:
-        return value.decode("unicode_escape")
-
-
-def _asgi_headers(carrier: object) -> dict[str, str] | None:
-    """Our headers from an ASGI scope in one pass (first value wins), None if not one.
+def _asgi_headers(carrier: object) -> dict[str, str | None] | None:
+    """Our headers from an ASGI scope in one pass, sanitised (first value wins); None if
+    the carrier is not one.
 
     The ASGI getter scans and decodes every header for each name asked: six names, and a
     second try in Title-Case for each absent one, made this a tenth of a request's cost.
@@ -97,26 +94,37 @@ def _asgi_headers(carrier: object) -> dict[str, str] | None:
     raw = carrier.get("headers") if isinstance(carrier, dict) else None
     if not isinstance(raw, (list, tuple)):
         return None
-    found: dict[str, str] = {}
+    found: dict[str, str | None] = {}
+    wanted = _WANTED
     try:
         for key, value in raw:
-            name = _WANTED.get(key.lower())  # a str key finds nothing: bytes only
-            if name is not None and name not in found:
-                if not isinstance(key, bytes) or not isinstance(value, bytes):
-                    return None
-                found[name] = _decode(value)
+            name = wanted.get(key)  # servers send lower-case names (the ASGI spec)
+            if name is None:
+                if key.islower() or not isinstance(key, bytes):
+                    continue
+                name = wanted.get(key.lower())
+                if name is None:
+                    continue
+            if name in found:
+                continue
+            if not isinstance(value, bytes):
+                return None
+            try:  # as the ASGI instrumentation's getter decodes
+                text = value.decode("utf-8")
+            except ValueError:
+                text = value.decode("unicode_escape")
+            found[name] = sanitize(text, _LIMITS.get(name, 1000))
     except (TypeError, ValueError, AttributeError):
         return None
     return found
 
 
 def _read_headers(carrier: CarrierT, getter: Getter[CarrierT]) -> dict[str, str | None]:
-    raw = _asgi_headers(carrier) if _is_asgi_getter(getter) else None
-    if raw is None:
+    found = _asgi_headers(carrier) if _is_asgi_getter(getter) else None
+    if found is None:
         found = {name: _header(carrier, getter, name) for name in _HEADERS}
         found[ORIGIN_HEADER] = _header(carrier, getter, ORIGIN_HEADER)
-        return found
-    return {name: sanitize(value, limit=_limit(name)) for name, value in raw.items()}
+    return found
 
 
 def _read_baggage(

@@ -16,7 +16,8 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 REDACTED = "REDACTED"
 _URL_KEYS = ("http.url", "url.full", "http.target")
 _QUERY_KEYS = ("url.query",)
-_KEYS = frozenset(_URL_KEYS + _QUERY_KEYS)
+_ALL_KEYS = _URL_KEYS + _QUERY_KEYS
+_KEYS = frozenset(_ALL_KEYS)
 
 
 def redact_query(query: str) -> str:
@@ -58,11 +59,13 @@ def redact_span_urls(span: Any) -> None:
     """
     attrs = _readable_attributes(span)
     seen_url = had_query = False
-    for key in _URL_KEYS + _QUERY_KEYS:
+    for key in _ALL_KEYS:
         value = attrs.get(key)
         if value is None:
             continue
         seen_url = True
+        if type(value) is str and (not value if key in _QUERY_KEYS else "?" not in value):
+            continue  # no query string: nothing to redact (the common case, no calls)
         redacted = redact_value(key, value)
         if redacted is not value:
             had_query = True

@@ -245,3 +245,51 @@ def test_a_capture_just_after_the_request_ends_is_sent_once(sink):
     finally:
         provider.shutdown()
     assert sorted(seen) == ["after", "api_request", "during"]
+
+
+def test_identity_attributes_respect_the_sdks_span_limits():
+    """enduser.id / session.id go in as the SDK's set_attributes would store them."""
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+
+    from otel_posthog.processor import _add_attributes
+
+    items = {"enduser.id": "user-123456", "session.id": "0190a2b4-7c3d-7e8f-9a0b-1c2d3e4f5a6b"}
+    plain = TracerProvider().get_tracer("t").start_span("s", attributes={"a": 1})
+    _add_attributes(plain, items)
+    assert dict(plain.attributes) == {"a": 1, **items}
+    short = TracerProvider(span_limits=SpanLimits(max_span_attribute_length=4))
+    span = short.get_tracer("t").start_span("s")
+    _add_attributes(span, items)  # the SDK truncates
+    assert dict(span.attributes) == {"enduser.id": "user", "session.id": "0190"}
+    full = TracerProvider(span_limits=SpanLimits(max_span_attributes=2))
+    span = full.get_tracer("t").start_span("s", attributes={"a": 1, "b": 2})
+    _add_attributes(span, items)  # the SDK drops the oldest to make room
+    assert dict(span.attributes) == items and span.dropped_attributes == 2
+    span.end()
+    _add_attributes(span, {"enduser.id": "late"})  # an ended span stays as it was
+    assert span.attributes["enduser.id"] == "user-123456"
+
+
+def test_query_values_are_redacted_now_and_when_set_again():
+    """Both semconv generations; the wrapper is installed only when something needs it."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_posthog.redaction import redact_span_urls
+
+    tracer = TracerProvider().get_tracer("t")
+    old = tracer.start_span("s", attributes={"http.url": "http://h/p?token=abc&x=1"})
+    redact_span_urls(old)
+    assert old.attributes["http.url"] == "http://h/p?token=REDACTED&x=REDACTED"
+    old.set_attribute("http.target", "/p?token=abc")  # set again by the instrumentation
+    assert old.attributes["http.target"] == "/p?token=REDACTED"
+    new = tracer.start_span("s", attributes={"url.path": "/p", "url.query": "token=abc"})
+    redact_span_urls(new)
+    assert new.attributes["url.query"] == "token=REDACTED"
+    plain = tracer.start_span("s", attributes={"http.target": "/p", "http.url": "http://h/p"})
+    redact_span_urls(plain)  # no query string: left alone, no wrapper
+    assert "set_attribute" not in vars(plain) and plain.attributes["http.url"] == "http://h/p"
+    late = tracer.start_span("s")  # URL attributes come after the start: wrapped
+    redact_span_urls(late)
+    late.set_attributes({"url.full": "https://h/p?secret=1", "url.query": "secret=1"})
+    assert late.attributes["url.full"] == "https://h/p?secret=REDACTED"
+    assert late.attributes["url.query"] == "secret=REDACTED"
