@@ -96,6 +96,8 @@ class Pipeline:
             if facts.custom_events:  # only those captured before the span ended
                 facts.custom_events = facts.custom_events[: work[3]]
             events = map_span(view_from_sdk_span(span, facts), self.settings)
+        if self.settings.before_send is None:
+            return events
         return apply_before_send(events, self.settings)
 
     # -- lifecycle ----------------------------------------------------------------------------

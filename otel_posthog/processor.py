@@ -75,8 +75,7 @@ class PostHogSpanProcessor(SpanProcessor):
         if not self.enabled:
             return
         try:
-            kind = span.kind
-            parent = span.parent  # the SDK keeps None for an invalid parent
+            kind, parent = _kind_and_parent(span)  # the SDK keeps None for an invalid parent
             local_root = parent is None or parent.is_remote
             if kind is _SERVER and local_root:
                 self._bind_request(span, current_state(parent_context))
@@ -123,8 +122,9 @@ class PostHogSpanProcessor(SpanProcessor):
         if not self.enabled:
             return
         try:
+            kind, _ = _kind_and_parent(span)
             span_id = span.context.span_id
-            if span.kind is _SERVER:
+            if kind is _SERVER:
                 state = LIVE.pop(span_id)
                 if state is None:
                     parent = span.parent
@@ -133,7 +133,7 @@ class PostHogSpanProcessor(SpanProcessor):
                 if self.exporter is None:
                     self.pipeline.submit(span, state)
                 # else the linked exporter submits it, with the state held since on_start
-            elif span.kind is _CLIENT:
+            elif kind is _CLIENT:
                 state = self._children.pop(span_id)
                 if state is not None and span.end_time and span.start_time:
                     ms = (span.end_time - span.start_time) / 1e6
@@ -152,6 +152,13 @@ class PostHogSpanProcessor(SpanProcessor):
     def shutdown(self) -> None:
         _PROCESSORS.discard(self)
         self.pipeline.release()
+
+
+def _kind_and_parent(span: Any) -> tuple[Any, Any]:
+    try:  # the SDK span's fields: its properties are Python calls, on every span
+        return span._kind, span._parent
+    except AttributeError:
+        return span.kind, span.parent
 
 
 def set_identity_attributes(span: Any, state: RequestState) -> None:
