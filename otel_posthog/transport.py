@@ -47,6 +47,7 @@ _MAX_BACKOFF_S = 30.0
 _MAX_RETRY_AFTER_S = 600.0
 _SPOOL_CHECK_S = 5.0
 _OVERFLOW_CHUNK = 200
+_SLICE = 32  # queued items mapped between GIL yields (see EventSender._take)
 _RETRYABLE = {408, 429}
 USER_AGENT = "otel-posthog"
 
@@ -382,29 +383,41 @@ class EventSender:
             self._wake.set()
 
     def _take(self, limit: int) -> tuple[threading.Event, float] | None:
-        """Map up to ``limit`` queued items into pending; returns a flush marker if met."""
+        """Map up to ``limit`` queued items into pending; returns a flush marker if met.
+
+        Maps in slices of ``_SLICE`` items and yields the GIL between slices: mapping holds
+        the GIL, and a request thread waiting for it would otherwise wait out the
+        interpreter's whole switch interval (5 ms) each time, which shows in p99 latency.
+        """
         queued = 0
         marker = None
-        with self._hold:
-            popleft, mapper, pending = self._queue.popleft, self.mapper, self._pending
-            for _ in range(limit):
-                try:
-                    kind, item = popleft()
-                except IndexError:
-                    break
-                if kind == "flush":
-                    marker = item
-                    break
-                try:
-                    events = mapper(item) if kind == "work" else item
-                except Exception as exc:
-                    STATS.error("sender.map", exc)
-                    continue
-                if events:
-                    queued += len(events)
-                    if not pending:
-                        self._first_at = time.monotonic()
-                    pending.extend(events)
+        left = limit
+        drained = False
+        while left > 0 and marker is None and not drained:
+            with self._hold:
+                popleft, mapper, pending = self._queue.popleft, self.mapper, self._pending
+                for _ in range(min(_SLICE, left)):
+                    left -= 1
+                    try:
+                        kind, item = popleft()
+                    except IndexError:
+                        drained = True
+                        break
+                    if kind == "flush":
+                        marker = item
+                        break
+                    try:
+                        events = mapper(item) if kind == "work" else item
+                    except Exception as exc:
+                        STATS.error("sender.map", exc)
+                        continue
+                    if events:
+                        queued += len(events)
+                        if not pending:
+                            self._first_at = time.monotonic()
+                        pending.extend(events)
+            if left > 0 and marker is None and not drained:
+                time.sleep(0)  # let request threads take the GIL
         if queued:
             STATS.add("queued", queued)
         return marker
