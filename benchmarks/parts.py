@@ -26,13 +26,19 @@ from typing import Any
 
 from .suite import PY, ROOT, Servers
 
-# name -> what is switched off (applied in the worker process before the scenario is built)
+# row -> (what is switched off in the worker, what the step from the row above removed)
 REQUEST_ROWS = {
-    "full": "",
-    "nosubmit": "nosubmit",  # finished spans never reach the export path
-    "nosubmit,noresp": "nosubmit,noresp",  # + no X-Request-ID / traceresponse headers
-    "nosubmit,noprop": "nosubmit,noprop",  # + no propagators at all (no header reading)
-    "nosubmit,noprop,noproc": "nosubmit,noprop,noproc,noidgen",  # + no span processor
+    "full": ("", ""),
+    "nosubmit": ("nosubmit", "export path: span -> events -> JSON + gzip -> HTTP, per request"),
+    "nosubmit,noresp": ("nosubmit,noresp", "response headers (X-Request-ID, traceresponse)"),
+    "nosubmit,noprop": (
+        "nosubmit,noprop",
+        "reading the request headers (PostHogPropagator) and the identity span attributes",
+    ),
+    "nosubmit,noprop,noproc": (
+        "nosubmit,noprop,noproc,noidgen",
+        "span processor (request state, redaction check, queue hand-off) + id generator",
+    ),
 }
 EXPORT_PARTS = ("none", "map", "encode")
 
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         jobs: dict[tuple[str, int], Any] = {}
         with concurrent.futures.ThreadPoolExecutor(opts.parallel) as pool:
-            for row, off in REQUEST_ROWS.items():
+            for row, (off, _) in REQUEST_ROWS.items():
                 for n in (lo, hi):
                     args = ["-m", "benchmarks.parts", f"--worker={off}", "inproc"]
                     args += ["--scenario", "4", "--requests", str(n), "--warmup", "200"]
@@ -157,13 +163,13 @@ def main(argv: list[str] | None = None) -> None:
             results = {key: job.result() for key, job in jobs.items()}
     finally:
         servers.stop()
-    print("| scenario 4, switched off | instr/req | part | its cost |")
+    print("| scenario 4, switched off | instr/req | the step removed | instr/req |")
     print("|---|--:|---|--:|")
     rows = list(REQUEST_ROWS)
     per_req = {r: (results[(r, hi)] - results[(r, lo)]) / (hi - lo) for r in rows}
     for prev, row in zip([None, *rows], rows, strict=False):
         cost = f"{per_req[prev] - per_req[row]:,.0f}" if prev else ""
-        print(f"| {row} | {per_req[row]:,.0f} | {prev or ''} -> {row} | {cost} |")
+        print(f"| {row or 'nothing'} | {per_req[row]:,.0f} | {REQUEST_ROWS[row][1]} | {cost} |")
     per_event = {x: (results[(x, ehi)] - results[(x, elo)]) / (ehi - elo) for x in EXPORT_PARTS}
     print("\n| export path, per event | instr |")
     print("|---|--:|")
