@@ -113,7 +113,7 @@ def _asgi_headers(carrier: object) -> dict[str, str | None] | None:
                 text = value.decode("utf-8")
             except ValueError:
                 text = value.decode("unicode_escape")
-            found[name] = sanitize(text, _LIMITS.get(name, 1000))
+            found[name] = sanitize(text, _limit(name))
     except (TypeError, ValueError, AttributeError):
         return None
     return found
@@ -231,16 +231,6 @@ class PostHogPropagator(TextMapPropagator):
     @property
     def fields(self) -> set[str]:
         return set(_HEADERS) | {"baggage"}
-
-
-def request_id_for_span(span: trace.Span) -> str | None:
-    span_ctx = span.get_span_context()
-    if not span_ctx.is_valid:
-        return None
-    state = LIVE.get(span_ctx.span_id)
-    if state is not None:
-        return state.effective_request_id
-    return format(span_ctx.trace_id, "032x")
 
 
 try:

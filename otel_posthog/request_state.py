@@ -56,10 +56,6 @@ class RequestState:
         self.created = time.monotonic()
         self._lock = threading.Lock()
 
-    @property
-    def effective_request_id(self) -> str:
-        return self.request_id or format(self.trace_id, "032x")
-
     def add_capture(self, event: str, properties: Mapping[str, Any]) -> None:
         with self._lock:
             custom = CustomEvent(event, dict(properties), time.time_ns(), len(self.captures))
