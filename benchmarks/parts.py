@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import gc
 import os
 import subprocess
 import sys
@@ -76,25 +75,17 @@ def export_fixture(count: int, part: str) -> None:
     """``count`` request spans through ``part`` of the export path (in this process)."""
     from otel_posthog.jwt_identity import JwtVerifier
     from otel_posthog.pipeline import Pipeline
-    from otel_posthog.request_state import RequestState
     from otel_posthog.settings import Settings, resolve_settings
     from otel_posthog.transport import BatchPoster
 
-    from .driver import DISTINCT_ID, SESSION_ID
-    from .worker import _request_spans
+    from .worker import _freeze_fixtures, _request_spans, request_states
 
     spans = _request_spans(count)
     settings = resolve_settings(api_key="phc_parts", host="http://127.0.0.1:9")
     pipeline = Pipeline(Settings())  # no API key: no sender thread
     pipeline.settings, pipeline.verifier = settings, JwtVerifier(settings)
-    states = []
-    for span in spans:
-        state = RequestState()
-        state.session_id, state.header_distinct_id = SESSION_ID, DISTINCT_ID
-        state.span_id, state.trace_id = span.context.span_id, span.context.trace_id
-        states.append(state)
-    gc.collect()
-    gc.freeze()
+    states = request_states(spans)
+    _freeze_fixtures()
     if part == "none":
         return
     events = []

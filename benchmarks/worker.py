@@ -116,6 +116,21 @@ def _request_spans(count: int) -> list[Any]:
     return spans
 
 
+def request_states(spans: list[Any]) -> list[Any]:
+    """The request state the propagator would have made for each span (posthog-js headers)."""
+    from otel_posthog.request_state import RequestState
+
+    from .driver import DISTINCT_ID, SESSION_ID
+
+    states = []
+    for span in spans:
+        state = RequestState()
+        state.session_id, state.header_distinct_id = SESSION_ID, DISTINCT_ID
+        state.span_id, state.trace_id = span.context.span_id, span.context.trace_id
+        states.append(state)
+    return states
+
+
 def _freeze_fixtures() -> None:
     """Keep the garbage collector from rescanning the pre-built spans and events: they
     are the benchmark's fixture, and would make every full collection cost as much as
@@ -125,12 +140,11 @@ def _freeze_fixtures() -> None:
 
 
 def exporter(args: argparse.Namespace, targets: Targets) -> dict[str, Any]:
-    from .driver import DISTINCT_ID, SESSION_ID
+    from .driver import DISTINCT_ID
 
     spans = _request_spans(args.events)
     if args.path == "otel-posthog":
         from otel_posthog.pipeline import Pipeline
-        from otel_posthog.request_state import RequestState
         from otel_posthog.runtime import STATS
         from otel_posthog.settings import resolve_settings
 
@@ -140,12 +154,7 @@ def exporter(args: argparse.Namespace, targets: Targets) -> dict[str, Any]:
             max_queue_size=args.events + 10,
         )
         pipeline = Pipeline(settings).acquire()
-        states = []
-        for span in spans:
-            state = RequestState()
-            state.session_id, state.header_distinct_id = SESSION_ID, DISTINCT_ID
-            state.span_id, state.trace_id = span.context.span_id, span.context.trace_id
-            states.append(state)
+        states = request_states(spans)
         _freeze_fixtures()
         cpu0, wall0 = time.process_time(), time.perf_counter()
         for span, state in zip(spans, states, strict=True):
