@@ -5,6 +5,8 @@ import os
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+from otel_posthog.sink.server import LocalSink
+
 # CI runs every property test on the same examples (a chance draw never blocks a landing);
 # a developer's run draws fresh ones unless HYPOTHESIS_PROFILE=ci is set.
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
@@ -12,8 +14,6 @@ hypothesis_settings.register_profile("dev")
 hypothesis_settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )
-
-from otel_posthog.sink.server import LocalSink
 
 
 @pytest.fixture
