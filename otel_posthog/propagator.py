@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
+from typing import Any
 
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
@@ -290,16 +292,33 @@ class PostHogResponsePropagator(_ResponseBase):
             STATS.error("response_propagator.inject")
 
 
+_FROM_HINT = threading.local()  # the last trace id this thread made came from a request id
+
+
 def _trace_id_hint() -> int | None:
     state = otel_context.get_value(STATE_KEY)
     if isinstance(state, RequestState) and state.trace_id_hint:
         hint, state.trace_id_hint = state.trace_id_hint, None
+        _FROM_HINT.value = True
         return hint
     return None
 
 
+def _random_unless_hinted(inner_random: bool) -> bool:
+    """The W3C random-trace-id flag: a client's request id is not known to be random."""
+    if getattr(_FROM_HINT, "value", False):
+        _FROM_HINT.value = False
+        return False
+    return inner_random
+
+
 class RequestIdGenerator(IdGenerator):
-    """Uses a UUID ``X-Request-ID`` as the trace id of the trace a request starts."""
+    """Uses a UUID ``X-Request-ID`` as the trace id of the trace a request starts.
+
+    Forwards every other method to the wrapped generator; ``is_trace_id_random`` (which
+    the SDK reads right after ``generate_trace_id`` for the W3C random flag) is the
+    wrapped generator's answer, and False for a trace id taken from a request id.
+    """
 
     def __init__(self, inner: IdGenerator | None = None) -> None:
         self.inner = inner or RandomIdGenerator()
@@ -308,7 +327,14 @@ class RequestIdGenerator(IdGenerator):
         return self.inner.generate_span_id()
 
     def generate_trace_id(self) -> int:
+        _FROM_HINT.value = False
         return _trace_id_hint() or self.inner.generate_trace_id()
+
+    def is_trace_id_random(self) -> bool:
+        return _random_unless_hinted(self.inner.is_trace_id_random())
+
+    def __getattr__(self, name: str) -> Any:  # anything a newer IdGenerator adds
+        return getattr(self.inner, name)
 
 
 def install_request_id_generator(provider: object) -> None:
@@ -323,11 +349,17 @@ def install_request_id_generator(provider: object) -> None:
     if getattr(generator, "_otel_posthog_patched", False):
         return
     original = generator.generate_trace_id
+    original_random = generator.is_trace_id_random
 
     def generate_trace_id() -> int:
+        _FROM_HINT.value = False
         return _trace_id_hint() or original()
 
+    def is_trace_id_random() -> bool:
+        return _random_unless_hinted(original_random())
+
     generator.generate_trace_id = generate_trace_id
+    generator.is_trace_id_random = is_trace_id_random
     generator._otel_posthog_patched = True
 
 

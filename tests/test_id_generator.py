@@ -1,0 +1,71 @@
+"""The request-id trace id generator keeps the SDK's W3C random-trace-id flag right."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+
+from otel_posthog.propagator import (
+    PostHogPropagator,
+    RequestIdGenerator,
+    install_request_id_generator,
+)
+
+
+def _wrapped() -> TracerProvider:
+    return TracerProvider(id_generator=RequestIdGenerator(RandomIdGenerator()))
+
+
+def _patched() -> TracerProvider:
+    provider = TracerProvider()
+    install_request_id_generator(provider)
+    return provider
+
+
+@pytest.mark.parametrize("make_provider", [_wrapped, _patched], ids=["wrapped", "patched"])
+def test_random_flag_set_for_generated_ids_and_not_for_a_client_request_id(make_provider):
+    provider = make_provider()
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("plain") as span:
+        assert span.get_span_context().trace_flags.random_trace_id
+
+    request_id = str(uuid.uuid4())
+    ctx = PostHogPropagator().extract({"x-request-id": request_id})
+    token = otel_context.attach(ctx)
+    try:
+        with tracer.start_as_current_span("request") as span:
+            span_ctx = span.get_span_context()
+    finally:
+        otel_context.detach(token)
+    assert span_ctx.trace_id == uuid.UUID(request_id).int
+    assert not span_ctx.trace_flags.random_trace_id  # the client chose these bits
+
+    with tracer.start_as_current_span("next") as span:  # the flag does not stick
+        assert span.get_span_context().trace_flags.random_trace_id
+
+
+def test_wrapped_generator_forwards_the_inner_answer():
+    class Sequential(IdGenerator):
+        n = 0
+
+        def generate_span_id(self) -> int:
+            self.n += 1
+            return self.n
+
+        def generate_trace_id(self) -> int:
+            self.n += 1
+            return self.n
+
+        def custom(self) -> str:
+            return "inner"
+
+    generator = RequestIdGenerator(Sequential())
+    assert generator.is_trace_id_random() is False  # the inner generator's answer
+    assert generator.custom() == "inner"
+    tracer = TracerProvider(id_generator=generator).get_tracer("t")
+    with tracer.start_as_current_span("s") as span:
+        assert not span.get_span_context().trace_flags.random_trace_id
