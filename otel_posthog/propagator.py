@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
 from typing import Any
 
 from opentelemetry import baggage, trace
@@ -361,7 +360,3 @@ def install_request_id_generator(provider: object) -> None:
     generator.generate_trace_id = generate_trace_id
     generator.is_trace_id_random = is_trace_id_random
     generator._otel_posthog_patched = True
-
-
-def header_names() -> Iterable[str]:
-    return _HEADERS

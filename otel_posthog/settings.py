@@ -351,8 +351,3 @@ def resolve_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> 
     settings = Settings(**values)
     _validate(settings)
     return settings
-
-
-def describe_settings() -> list[tuple[str, str, str]]:
-    """(setting, environment variable, description) for docs and ``--help``."""
-    return [(name, env, doc) for name, (env, _, doc) in SETTINGS_ENV.items()]
