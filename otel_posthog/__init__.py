@@ -1,12 +1,38 @@
 """otel-posthog: OpenTelemetry spans become PostHog ``api_request``, ``api_error`` and
-``slow_request`` events, on the right person, session and request."""
+``slow_request`` events, on the right person, session and request.
 
-from . import cors
+The names below are imported on first use, so the command line (``otel-posthog sink``,
+``receive``, ``--help``) loads no OpenTelemetry SDK, JWT or HTTP client library.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .api import capture, configure, identify, stats
-from .processor import PostHogSpanProcessor
-from .propagator import PostHogPropagator, PostHogResponsePropagator
-from .settings import ConfigError, Settings, resolve_settings
+
+if TYPE_CHECKING:
+    from . import cors
+    from .api import capture, configure, identify, stats
+    from .processor import PostHogSpanProcessor
+    from .propagator import PostHogPropagator, PostHogResponsePropagator
+    from .settings import ConfigError, Settings, resolve_settings
+
+# public name -> the module that defines it
+_LAZY = {
+    "cors": ".cors",
+    "capture": ".api",
+    "configure": ".api",
+    "identify": ".api",
+    "stats": ".api",
+    "PostHogSpanProcessor": ".processor",
+    "PostHogPropagator": ".propagator",
+    "PostHogResponsePropagator": ".propagator",
+    "ConfigError": ".settings",
+    "Settings": ".settings",
+    "resolve_settings": ".settings",
+}
 
 __all__ = [
     "__version__",
@@ -22,3 +48,17 @@ __all__ = [
     "Settings",
     "resolve_settings",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = import_module(module_name, __name__)
+    value = module if name == "cors" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
