@@ -159,7 +159,8 @@ def test_sink_banner_key_and_clean_stop(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     first = SinkProcess(db)
     assert "export POSTHOG_HOST=" in "".join(first.banner)
-    assert requests.post(first.url + "/batch/", json={"api_key": "nope", "batch": []}, timeout=5)
+    wrong = requests.post(first.url + "/batch/", json={"api_key": "nope", "batch": []}, timeout=5)
+    assert wrong.status_code == 401  # the key is checked even when there is nothing to store
     assert first.stop(signal.SIGINT) == 0
     second = SinkProcess(db)  # the key is kept next to the database
     assert second.key == first.key

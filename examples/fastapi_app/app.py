@@ -9,6 +9,7 @@ Run it (PostHog key and host from the environment, or the local sink's):
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -18,7 +19,9 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 import otel_posthog
 
-os.environ.setdefault("OTEL_POSTHOG_JWT_SECRET", "demo-secret-change-me-before-any-real-use")
+from .tokens import PUBLIC_DEMO_SECRET, REFUSAL, secret
+
+os.environ.setdefault("OTEL_POSTHOG_JWT_SECRET", PUBLIC_DEMO_SECRET)
 
 from .page import PAGE_URLS, add_page  # noqa: E402
 from .routes import add_routes  # noqa: E402
@@ -27,6 +30,8 @@ from .routes import add_routes  # noqa: E402
 def create_app(tracer_provider: Any = None, **settings: Any) -> FastAPI:
     """The example app; ``configure()`` first, then the FastAPI instrumentation."""
     otel_posthog.configure(tracer_provider, **settings)
+    if secret() == PUBLIC_DEMO_SECRET:
+        logging.getLogger("examples.fastapi_app").warning("%s", REFUSAL)
     app = FastAPI(title="otel-posthog example")
     cors_origins = [o for o in os.environ.get("EXAMPLE_CORS_ORIGINS", "").split(",") if o]
     if cors_origins:

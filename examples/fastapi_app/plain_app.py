@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 
-import jwt
 import requests
-from fastapi import BackgroundTasks, FastAPI, HTTPException
+from fastapi import BackgroundTasks, FastAPI, HTTPException, Request
 from pydantic import BaseModel
 
-DEMO_SECRET = os.environ.get("OTEL_POSTHOG_JWT_SECRET", "demo-secret-change-me-before-any-real-use")
+from .tokens import check_may_mint, issue_token
+
 DEMO_USER = "user_12345"
 
 app = FastAPI(title="otel-posthog example (zero code)")
@@ -47,10 +46,9 @@ def _downstream(path: str) -> dict:
 
 
 @app.post("/api/auth/login")
-async def login(body: Login) -> dict:
-    now = int(time.time())
-    claims = {"sub": body.user_id, "aud": "authenticated", "iat": now, "exp": now + 3600}
-    return {"token": jwt.encode(claims, DEMO_SECRET, algorithm="HS256"), "user_id": body.user_id}
+async def login(body: Login, request: Request) -> dict:
+    check_may_mint(request)  # the public demo secret: loopback only
+    return {"token": issue_token(body.user_id), "user_id": body.user_id}
 
 
 @app.get("/api/chat/messages")

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
 
-import jwt
-from fastapi import BackgroundTasks, FastAPI, HTTPException
+from fastapi import BackgroundTasks, FastAPI, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from opentelemetry import trace
 from pydantic import BaseModel
 
 import otel_posthog
 
-DEMO_SECRET = os.environ.get("OTEL_POSTHOG_JWT_SECRET", "demo-secret-change-me-before-any-real-use")
+from .tokens import check_may_mint, issue_token
+
 DEMO_USER = "user_12345"
 
 tracer = trace.get_tracer("example")
@@ -31,12 +30,6 @@ class Message(BaseModel):
     slow: bool = False
 
 
-def issue_token(user_id: str, ttl_s: int = 3600) -> str:
-    now = int(time.time())
-    claims = {"sub": user_id, "aud": "authenticated", "iat": now, "exp": now + ttl_s}
-    return jwt.encode(claims, DEMO_SECRET, algorithm="HS256")
-
-
 def slow_seconds() -> float:
     return float(os.environ.get("EXAMPLE_SLOW_SECONDS", "1.2"))
 
@@ -45,7 +38,8 @@ def add_routes(app: FastAPI) -> None:
     """Register the example endpoints on ``app``."""
 
     @app.post("/api/auth/login")
-    async def login(body: Login) -> dict:
+    async def login(body: Login, request: Request) -> dict:
+        check_may_mint(request)  # the public demo secret: loopback only
         otel_posthog.identify(body.user_id)
         otel_posthog.capture("user_logged_in", {"method": "password"})
         return {"token": issue_token(body.user_id), "user_id": body.user_id}

@@ -1,19 +1,27 @@
 """The receiver's Starlette app: ``POST /v1/traces`` answers per the OTLP/HTTP spec.
 
 200 with an ``ExportTraceServiceResponse`` in the request's content type (with
-``partial_success`` when spans were rejected), 400 undecodable, 401 bad token, 413 too
-large, 415 unsupported type or encoding, 429 with ``Retry-After`` when the outgoing queue
-is full (the collector retries; we never drop what we accepted), 503 while shutting down.
+``partial_success`` when spans were rejected), 400 undecodable or nested too deep, 401 bad
+token, 413 too large or too many spans/items (:mod:`.limits`), 415 unsupported type or
+encoding, 429 with ``Retry-After`` when the outgoing queue is full or every decode slot is
+busy (the collector retries; we never drop what we accepted), 503 while shutting down.
 Bad input never gets a 500: collectors drop data on a 500 without retrying.
+
+A body is counted on the wire before it becomes objects, and at most
+``Limits.concurrent_decodes`` bodies are decoded at once, so memory stays bounded whatever
+is sent. Decoding runs in a thread and returns a plain outcome, never an exception: an
+exception's traceback would keep the decoded body alive until the garbage collector runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -33,6 +41,7 @@ from ..settings import Settings
 from ..transport import EventSender
 from .body import BodyError, decode_content, read_body
 from .decode import Decoded, DecodeError, decode_json, decode_protobuf
+from .limits import Limits
 
 log = logging.getLogger("otel_posthog.receiver")
 
@@ -97,21 +106,53 @@ def _error(status: int, code: int, message: str, protobuf: bool, **headers: str)
     )
 
 
-def _success(decoded: Decoded, protobuf: bool) -> Response:
+@dataclass
+class _Outcome:
+    """What decoding one body gave: events and counts, or an HTTP status and a reason."""
+
+    status: int = 200
+    message: str = ""
+    events: list[Event] = field(default_factory=list)
+    spans: int = 0
+    rejected: int = 0
+
+
+def _decode_and_map(
+    body: bytes, encoding: str, protobuf: bool, max_decoded: int, limits: Limits, s: Settings
+) -> _Outcome:
+    """Inflate, count, decode and map one body (on a worker thread); never raises."""
+    try:
+        raw = decode_content(body, encoding, max_decoded)
+        decoded = (decode_protobuf if protobuf else decode_json)(raw, limits)
+        del raw
+        events = _map(decoded, s)
+        return _Outcome(200, decoded.first_error, events, len(decoded.views), decoded.rejected)
+    except BodyError as exc:
+        return _Outcome(exc.status, exc.message)
+    except DecodeError as exc:
+        return _Outcome(exc.status, str(exc))
+    except MemoryError:
+        return _Outcome(413, "request too large to decode")
+    except Exception as exc:  # never a 500 for any input
+        STATS.error("receiver.decode", exc)
+        return _Outcome(400, f"cannot decode the request: {exc.__class__.__name__}")
+
+
+def _success(outcome: _Outcome, protobuf: bool) -> Response:
     if protobuf:
         response = ExportTraceServiceResponse()
-        if decoded.rejected:
+        if outcome.rejected:
             response.partial_success.CopyFrom(
                 ExportTracePartialSuccess(
-                    rejected_spans=decoded.rejected, error_message=decoded.first_error
+                    rejected_spans=outcome.rejected, error_message=outcome.message
                 )
             )
         return Response(response.SerializeToString(), 200, media_type=PROTOBUF)
     body: dict[str, Any] = {}
-    if decoded.rejected:
+    if outcome.rejected:
         body["partialSuccess"] = {
-            "rejectedSpans": str(decoded.rejected),
-            "errorMessage": decoded.first_error,
+            "rejectedSpans": str(outcome.rejected),
+            "errorMessage": outcome.message,
         }
     return JSONResponse(body, 200)
 
@@ -129,10 +170,14 @@ def _map(decoded: Decoded, settings: Settings) -> list[Event]:
 
 
 def _authorized(request: Request, token: str | None) -> bool:
+    """A constant-time comparison of bytes (headers arrive as latin-1: any byte compares)."""
     if not token:
         return True
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+    expected = token.encode("utf-8")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("latin-1", "replace"), expected
+    )
 
 
 def create_app(
@@ -140,13 +185,38 @@ def create_app(
     sender: ReceiverSender | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     max_decoded_bytes: int = MAX_DECODED_BYTES,
+    limits: Limits | None = None,
 ) -> Starlette:
     """The receiver app; ``app.state.sender`` is its sender (flushed at lifespan shutdown)."""
     out = sender if sender is not None else ReceiverSender(settings)
     token = settings.receiver_token
-    counts = dict.fromkeys(("requests", "spans", "rejected_spans", "events", "throttled"), 0)
+    limits = limits or Limits()
+    slots = asyncio.Semaphore(limits.concurrent_decodes)
+    counts = dict.fromkeys(
+        ("requests", "spans", "rejected_spans", "events", "throttled", "refused", "busy"), 0
+    )
+
+    async def decode(body: bytes, encoding: str, protobuf: bool) -> _Outcome:
+        try:
+            await asyncio.wait_for(slots.acquire(), limits.decode_wait_s)
+        except asyncio.TimeoutError:
+            counts["busy"] += 1
+            return _Outcome(429, "every decode slot is busy")
+        try:  # the thread is not cancellable: the slot is held until it is done
+            return await run_in_threadpool(
+                _decode_and_map, body, encoding, protobuf, max_decoded_bytes, limits, settings
+            )
+        finally:
+            slots.release()
 
     async def traces(request: Request) -> Response:
+        try:
+            return await handle(request)
+        except Exception as exc:  # never a 500 for any input
+            STATS.error("receiver.request", exc)
+            return _error(400, _INVALID_ARGUMENT, "cannot read the request", False)
+
+    async def handle(request: Request) -> Response:
         counts["requests"] += 1
         media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         protobuf = media == PROTOBUF
@@ -162,15 +232,16 @@ def create_app(
             return _error(415, _INVALID_ARGUMENT, f"use {PROTOBUF} or {JSON}", False)
         try:
             body = await read_body(request, max_body_bytes)
-            body = decode_content(
-                body, request.headers.get("content-encoding", ""), max_decoded_bytes
-            )
-            decoded = await run_in_threadpool(decode_protobuf if protobuf else decode_json, body)
         except BodyError as exc:
             return _error(exc.status, _INVALID_ARGUMENT, exc.message, protobuf)
-        except DecodeError as exc:
-            return _error(400, _INVALID_ARGUMENT, str(exc), protobuf)
-        events = await run_in_threadpool(_map, decoded, settings)
+        outcome = await decode(body, request.headers.get("content-encoding", ""), protobuf)
+        del body
+        if outcome.status == 429:
+            return _error(429, _RESOURCE_EXHAUSTED, outcome.message, protobuf, **_retry())
+        if outcome.status != 200:
+            counts["refused"] += 1
+            return _error(outcome.status, _INVALID_ARGUMENT, outcome.message, protobuf)
+        events = outcome.events
         if out.stopped:
             return _error(503, _UNAVAILABLE, "shutting down", protobuf, **_retry())
         if len(events) > settings.max_queue_size:
@@ -179,12 +250,12 @@ def create_app(
         if out.room() < len(events):
             counts["throttled"] += 1
             return _error(429, _RESOURCE_EXHAUSTED, "outgoing queue full", protobuf, **_retry())
-        counts["spans"] += len(decoded.views)
-        counts["rejected_spans"] += decoded.rejected
+        counts["spans"] += outcome.spans
+        counts["rejected_spans"] += outcome.rejected
         counts["events"] += len(events)
         for event in events:  # one queue slot per event; the check above holds (one loop)
             out.submit("events", [event])
-        return _success(decoded, protobuf)
+        return _success(outcome, protobuf)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "queue_room": out.room(), **counts})

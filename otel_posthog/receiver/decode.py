@@ -21,6 +21,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from ..spanview import ExceptionInfo, SpanView
+from .limits import (
+    DecodeError,
+    LimitExceeded,
+    Limits,
+    check_json,
+    check_protobuf,
+    too_deep,
+    too_many_spans,
+)
 from .spans import (
     OTLP_KIND_NAMES,
     STATUS_NAMES,
@@ -33,8 +42,8 @@ from .spans import (
 _HEX = re.compile(r"[0-9a-fA-F]*")
 
 
-class DecodeError(ValueError):
-    """The body is not an OTLP trace request at all (answered with 400)."""
+__all__ = ["DecodeError", "Decoded", "LimitExceeded", "decode_json", "decode_protobuf"]
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass
@@ -68,7 +77,9 @@ def _pb_attrs(kvs: Any) -> dict[str, Any]:
     return {kv.key: _pb_value(kv.value) for kv in kvs}
 
 
-def decode_protobuf(body: bytes) -> Decoded:
+def decode_protobuf(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Decoded:
+    """The spans of an ``ExportTraceServiceRequest``, counted on the wire before parsing."""
+    check_protobuf(body, limits)
     try:
         request = ExportTraceServiceRequest.FromString(body)
     except (ProtobufDecodeError, ValueError, RecursionError) as exc:
@@ -155,7 +166,7 @@ def _hex(value: Any, what: str) -> bytes:
     return bytes.fromhex(value)
 
 
-def _json_value(value: Any) -> Any:
+def _json_value(value: Any, depth: int, limits: Limits) -> Any:
     if not isinstance(value, dict):
         raise SpanRejected("attribute value must be an AnyValue object")
     if "stringValue" in value:
@@ -170,26 +181,37 @@ def _json_value(value: Any) -> Any:
             return float(raw)
         except (TypeError, ValueError):
             raise SpanRejected("doubleValue must be a number") from None
-    if "arrayValue" in value:
-        items = _list((value["arrayValue"] or {}).get("values"), "arrayValue", SpanRejected)
-        return tuple(_json_value(v) for v in items)
-    if "kvlistValue" in value:
-        return _json_attrs((value["kvlistValue"] or {}).get("values"))
+    if "arrayValue" in value or "kvlistValue" in value:
+        if depth >= limits.max_value_depth:
+            raise too_deep(limits)
+        if "arrayValue" in value:
+            values = _container(value["arrayValue"], "arrayValue")
+            items = _list(values, "arrayValue", SpanRejected)
+            return tuple(_json_value(v, depth + 1, limits) for v in items)
+        return _json_attrs(_container(value["kvlistValue"], "kvlistValue"), limits, depth + 1)
     if "bytesValue" in value:
         return str(value["bytesValue"])
     return None
 
 
-def _json_attrs(raw: Any) -> dict[str, Any]:
+def _container(value: Any, what: str) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise SpanRejected(f"{what} must be an object")
+    return value.get("values")
+
+
+def _json_attrs(raw: Any, limits: Limits, depth: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kv in _list(raw, "attributes", SpanRejected):
         if not isinstance(kv, dict) or not isinstance(kv.get("key"), str):
             raise SpanRejected("attribute must be an object with a string key")
-        out[kv["key"]] = _json_value(kv.get("value") or {})
+        out[kv["key"]] = _json_value(kv.get("value") or {}, depth, limits)
     return out
 
 
-def _json_span(span: Any, resource: Mapping[str, Any]) -> SpanView:
+def _json_span(span: Any, resource: Mapping[str, Any], limits: Limits) -> SpanView:
     if not isinstance(span, dict):
         raise SpanRejected("span must be an object")
     ids = span_ids(
@@ -200,7 +222,7 @@ def _json_span(span: Any, resource: Mapping[str, Any]) -> SpanView:
     exceptions: list[ExceptionInfo] = []
     for ev in _list(span.get("events"), "events", SpanRejected):
         if isinstance(ev, dict) and ev.get("name") == "exception":
-            exceptions.append(exception_info(_json_attrs(ev.get("attributes"))))
+            exceptions.append(exception_info(_json_attrs(ev.get("attributes"), limits)))
     status = span.get("status") or {}
     if not isinstance(status, dict):
         raise SpanRejected("status must be an object")
@@ -212,7 +234,7 @@ def _json_span(span: Any, resource: Mapping[str, Any]) -> SpanView:
         flags=_int(span.get("flags"), "flags"),
         start_ns=_int(_get(span, "startTimeUnixNano", "start_time_unix_nano"), "startTimeUnixNano"),
         end_ns=_int(_get(span, "endTimeUnixNano", "end_time_unix_nano"), "endTimeUnixNano"),
-        attributes=_json_attrs(span.get("attributes")),
+        attributes=_json_attrs(span.get("attributes"), limits),
         resource=resource,
         exceptions=tuple(exceptions),
         status_code=_enum(status.get("code"), STATUS_NAMES, "status.code"),
@@ -227,21 +249,37 @@ def _count_spans(scope_spans: list[Any]) -> int:
     )
 
 
-def decode_json(body: bytes) -> Decoded:
+def decode_json(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Decoded:
+    """The spans of an OTLP/JSON request, its values counted in the bytes before parsing."""
+    check_json(body, limits)
     try:
         request = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise DecodeError(f"not valid JSON: {exc}") from None
     if not isinstance(request, dict):
         raise DecodeError("an ExportTraceServiceRequest must be a JSON object")
+    return _json_request(request, limits)
+
+
+def _json_request(request: dict[str, Any], limits: Limits) -> Decoded:
     out = Decoded()
-    for rs in _list(_get(request, "resourceSpans", "resource_spans"), "resourceSpans", DecodeError):
+    resource_spans = _list(
+        _get(request, "resourceSpans", "resource_spans"), "resourceSpans", DecodeError
+    )
+    spans = 0
+    for rs in resource_spans:
         if not isinstance(rs, dict):
             raise DecodeError("resourceSpans entries must be objects")
+        spans += _count_spans(
+            _list(_get(rs, "scopeSpans", "scope_spans"), "scopeSpans", DecodeError)
+        )
+    if spans > limits.max_spans:
+        raise too_many_spans(limits)
+    for rs in resource_spans:
         scope_spans = _list(_get(rs, "scopeSpans", "scope_spans"), "scopeSpans", DecodeError)
         try:
             res = rs.get("resource") or {}
-            resource = _json_attrs(res.get("attributes") if isinstance(res, dict) else None)
+            resource = _json_attrs(res.get("attributes") if isinstance(res, dict) else None, limits)
         except SpanRejected as exc:
             out.reject(f"resource: {exc}", _count_spans(scope_spans))
             continue
@@ -250,7 +288,7 @@ def decode_json(body: bytes) -> Decoded:
                 raise DecodeError("scopeSpans entries must be objects")
             for span in _list(ss.get("spans"), "spans", DecodeError):
                 try:
-                    out.views.append(_json_span(span, resource))
-                except (SpanRejected, RecursionError) as exc:
+                    out.views.append(_json_span(span, resource, limits))
+                except SpanRejected as exc:
                     out.reject(str(exc))
     return out

@@ -2,9 +2,11 @@
 
 Accepts what posthog-python and posthog-js send (``/batch/``, ``/e/``, ``/i/v0/e/``,
 ``/capture/``, ``/track/``), answers posthog-js' configuration calls with minimal valid
-replies, stores events in an :class:`EventStore`, and answers CORS for browsers; ``/``
-is the read-only web view (:mod:`.webview`).
-A malformed body gets a 400 with a reason; a wrong key a 401 and nothing stored.
+replies, stores events in an :class:`EventStore`, and answers CORS for browsers (any
+origin, no credentials); ``/`` is the read-only web view (:mod:`.webview`).
+A body over 20 MB gets a 413 before it is read, a wrong key a 401 before it is parsed, a
+malformed body a 400 with a reason; nothing is stored. A ``Host`` other than a loopback
+name or the bind address gets a 403 (:mod:`.guard`).
 ``faults`` lets tests make it misbehave like a PostHog outage would.
 """
 
@@ -17,12 +19,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from . import webview
 from .capture import AuthError, CaptureError, decode_body, normalise
+from .guard import HostGuard, TooLarge, read_capped
+from .guard import cors as _cors
 from .store import EventStore
 
 CAPTURE_PATHS: tuple[str, ...] = ("/batch/", "/batch", "/e/", "/e", "/i/v0/e/", "/i/v0/e")
@@ -51,17 +57,14 @@ class Faults:
         self.status, self.retry_after, self.delay_s, self.remaining = None, None, 0.0, None
 
 
-def _cors(request: Request, response: Response) -> Response:
-    origin = request.headers.get("origin")
-    if origin:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Allow-Credentials"] = "true"
-        response.headers["Vary"] = "Origin"
-    return response
-
-
-def create_app(store: EventStore, api_key: str | None, faults: Faults | None = None) -> Starlette:
-    """The sink's ASGI app. ``api_key=None`` accepts any key."""
+def create_app(
+    store: EventStore,
+    api_key: str | None,
+    faults: Faults | None = None,
+    bind_host: str | None = None,
+) -> Starlette:
+    """The sink's ASGI app. ``api_key=None`` accepts any key; ``bind_host`` is a ``Host``
+    name served besides the loopback ones."""
     faults = faults or Faults()
     stats = {"requests": 0, "rejected": 0, "received": 0, "stored": 0}
 
@@ -73,8 +76,9 @@ def create_app(store: EventStore, api_key: str | None, faults: Faults | None = N
         if status is not None:
             headers = {"Retry-After": retry_after} if retry_after else {}
             return _cors(request, JSONResponse({"detail": "fault"}, status, headers=headers))
-        body = await request.body()
-        if len(body) > MAX_BODY:
+        try:
+            body = await read_capped(request, MAX_BODY)
+        except TooLarge:
             return _cors(request, JSONResponse({"detail": "body too large"}, 413))
         try:
             payload = decode_body(
@@ -82,7 +86,9 @@ def create_app(store: EventStore, api_key: str | None, faults: Faults | None = N
                 request.headers.get("content-type", ""),
                 request.headers.get("content-encoding", ""),
                 request.query_params.get("compression", ""),
+                api_key,
             )
+            del body
             events = normalise(payload, api_key)
         except AuthError as exc:
             stats["rejected"] += 1
@@ -154,7 +160,7 @@ def create_app(store: EventStore, api_key: str | None, faults: Faults | None = N
         return PlainTextResponse("ok")
 
     async def sink_stats(request: Request) -> Response:
-        return JSONResponse({**stats, "events": store.count()})
+        return JSONResponse({**stats, "events": await run_in_threadpool(store.count)})
 
     routes = [Route(p, capture_or_preflight, methods=["POST", "OPTIONS"]) for p in CAPTURE_PATHS]
     routes += [
@@ -168,7 +174,7 @@ def create_app(store: EventStore, api_key: str | None, faults: Faults | None = N
         Route("/_sink/stats", sink_stats),
     ]
     routes += webview.routes(store)
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, middleware=[Middleware(HostGuard, bind_host=bind_host)])
     app.state.store = store
     app.state.faults = faults
     app.state.stats = stats

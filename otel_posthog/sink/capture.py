@@ -2,6 +2,9 @@
 
 Pure functions, no I/O: body bytes (gzip, base64 form data, JSON batch, single event or
 array) in, normalised events out; ``sent_at`` clock-skew correction as PostHog applies it.
+The key is looked for in the unwrapped bytes before any JSON is parsed; JSON too deep for
+the parser, or nested deeper than :data:`MAX_DEPTH`, is a :class:`CaptureError` (400), and
+``NaN``/``Infinity`` (not JSON) are read as ``null``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 MAX_DECOMPRESSED = 20 * 1024 * 1024
+MAX_DEPTH = 64
 
 
 class CaptureError(ValueError):
@@ -32,11 +36,53 @@ def _gunzip(data: bytes) -> bytes:
         raise CaptureError(f"bad gzip body: {exc}") from None
     if len(out) > MAX_DECOMPRESSED or decompressor.unconsumed_tail:
         raise CaptureError("decompressed body too large")
+    if not decompressor.eof:
+        raise CaptureError("truncated gzip body")
     return out
 
 
-def decode_body(body: bytes, content_type: str, content_encoding: str, compression: str) -> Any:
-    """The JSON payload of a capture request."""
+def decode_body(
+    body: bytes,
+    content_type: str,
+    content_encoding: str,
+    compression: str,
+    api_key: str | None = None,
+) -> Any:
+    """The JSON payload of a capture request; :class:`AuthError` first if ``api_key`` is
+    set and appears nowhere in the body (no parsing for a request that cannot be let in)."""
+    body = unwrap_body(body, content_type, content_encoding, compression)
+    if api_key is not None and api_key.encode() not in body:
+        raise AuthError("missing or wrong api_key")
+    return parse_json(body)
+
+
+def parse_json(body: bytes | str) -> Any:
+    """Untrusted JSON: a :class:`CaptureError` for anything that is not JSON or too deep."""
+    try:
+        value = json.loads(body, parse_constant=lambda _: None)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise CaptureError(f"body is not JSON: {exc.__class__.__name__}: {exc}") from None
+    if _deeper_than(value, MAX_DEPTH):
+        raise CaptureError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return False
+
+
+def unwrap_body(body: bytes, content_type: str, content_encoding: str, compression: str) -> bytes:
+    """The JSON bytes of a capture body: gzip, form data and base64 undone."""
     if content_encoding.lower() == "gzip" or compression == "gzip-js" or body[:2] == b"\x1f\x8b":
         body = _gunzip(body)
     if "application/x-www-form-urlencoded" in content_type or body[:5] == b"data=":
@@ -53,10 +99,7 @@ def decode_body(body: bytes, content_type: str, content_encoding: str, compressi
             body = base64.b64decode(body)
         except ValueError:
             raise CaptureError("bad base64 body") from None
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CaptureError(f"body is not JSON: {exc}") from None
+    return body
 
 
 def _parse_ts(value: Any) -> datetime | None:

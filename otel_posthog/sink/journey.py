@@ -1,6 +1,10 @@
 """Journeys over the sink's store: the guide's timeline lines, slow requests, errors.
 
 Pure functions over :class:`StoredEvent` lists, shared by the CLI, the demo and the web view.
+Timeline lines are for terminals: stored text is untrusted, so control and format
+characters (escape sequences, bidi overrides, line separators) are shown escaped. An event
+whose ``$process_person_profile`` is false has no verified person (no JWT, no
+``identify()``): its line says ``user: <id> (unverified)``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,25 @@ def _value(key: str, value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (``\\x1b``, U+202E, U+2028...) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def unverified(ev: StoredEvent) -> bool:
+    """No verified person: the event was sent with ``$process_person_profile: false``."""
+    return ev.properties.get("$process_person_profile") is False
+
+
 def line_properties(ev: StoredEvent) -> list[tuple[str, Any]]:
     props = ev.properties
     keys = LINE_PROPERTIES.get(ev.event)
@@ -61,10 +84,12 @@ def clock(timestamp: str) -> datetime:
 def timeline_line(ev: StoredEvent, show_person: bool = False) -> str:
     """``10:05:01 - api_request (request_id: ..., endpoint: ..., status: 200, ...)``."""
     pairs = [f"{LABELS.get(k, k)}: {_value(k, v)}" for k, v in line_properties(ev)]
-    if show_person:
+    if unverified(ev):
+        pairs.append(f"user: {ev.distinct_id} (unverified)")
+    elif show_person:
         pairs.append(f"user: {ev.distinct_id}")
     detail = f" ({', '.join(pairs)})" if pairs else ""
-    return f"{clock(ev.timestamp):%H:%M:%S} - {ev.event}{detail}"
+    return printable(f"{clock(ev.timestamp):%H:%M:%S} - {ev.event}{detail}")
 
 
 def timeline(events: Iterable[StoredEvent], show_person: bool = False) -> list[str]:

@@ -72,7 +72,7 @@ class LocalSink(ThreadedServer):
         self.api_key = api_key or "phc_local_" + secrets.token_hex(8)
         self.store = EventStore(db_path)
         self.faults = Faults()
-        self.app = create_app(self.store, self.api_key, self.faults)
+        self.app = create_app(self.store, self.api_key, self.faults, bind_host=host)
         super().__init__(self.app, host, port)
 
     def events(self, event: str | None = None, **filters: Any) -> list[StoredEvent]:

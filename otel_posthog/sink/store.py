@@ -145,7 +145,7 @@ class EventStore:
             sql += f" LIMIT {int(limit)}"
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
-        return [StoredEvent(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+        return [StoredEvent(r[0], r[1], r[2], r[3], _properties(r[4])) for r in rows]
 
     def anonymous_ids(self, distinct_id: str) -> list[str]:
         """The ids ``distinct_id`` had before posthog-js' ``$identify`` merged them into it."""
@@ -176,6 +176,15 @@ class EventStore:
         with self._lock:
             self._conn.execute("DELETE FROM events")
             self._conn.commit()
+
+
+def _properties(text: str) -> dict[str, Any]:
+    """Stored properties; a row no parser can read shows as such instead of failing a query."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return {"$unreadable_properties": text[:200]}
+    return value if isinstance(value, dict) else {}
 
 
 def _str_or_none(value: Any) -> str | None:

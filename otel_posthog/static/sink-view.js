@@ -16,10 +16,23 @@ function colour(name) {
   return PALETTE[h % PALETTE.length];
 }
 
-function el(tag, attrs = {}, text) {
+// Any stored value as text, never throwing: strings as they are, other values as JSON
+// (an object property may be {"toString": 1}, which String() cannot convert).
+function text(v) {
+  if (v === undefined || v === null) return "";
+  if (typeof v === "string") return v;
+  if (typeof v === "number" || typeof v === "boolean") return String(v);
+  try {
+    return JSON.stringify(v);
+  } catch {
+    return "?";
+  }
+}
+
+function el(tag, attrs = {}, content) {
   const node = tag.startsWith("svg:") ? document.createElementNS(SVG_NS, tag.slice(4)) : document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (text !== undefined) node.textContent = String(text);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, text(v));
+  if (content !== undefined) node.textContent = text(content);
   return node;
 }
 
@@ -64,7 +77,7 @@ function details(ev) {
     "session_id", "source", "path", "method", "environment", "service", "traceback"]);
   return Object.entries(ev.properties)
     .filter(([k]) => !k.startsWith("$") && !skip.has(k))
-    .map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`)
+    .map(([k, v]) => `${k}: ${text(v)}`)
     .join(", ");
 }
 
@@ -80,12 +93,16 @@ function renderTable(events) {
     tr.append(name);
     const person = el("td", { class: "mono" });
     person.append(el("a", { href: "?user=" + encodeURIComponent(ev.distinct_id) }, ev.distinct_id));
+    if (p.$process_person_profile === false) {
+      // no verified person (no JWT, no identify()): the id may be anything a client sent
+      person.append(el("span", { class: "badge unverified", title: "no verified person: $process_person_profile is false" }, "unverified"));
+    }
     tr.append(person);
     const rid = el("td");
-    if (p.request_id) rid.append(el("a", { class: "rid", href: "?request=" + encodeURIComponent(p.request_id) }, p.request_id));
+    if (p.request_id) rid.append(el("a", { class: "rid", href: "?request=" + encodeURIComponent(text(p.request_id)) }, p.request_id));
     tr.append(rid);
     tr.append(el("td", { class: "mono" }, p.endpoint || ""));
-    tr.append(el("td", {}, p.status_code ?? ""));
+    tr.append(el("td", {}, p.status_code));
     tr.append(el("td", {}, ms(p.duration_ms ?? p.response_time_ms)));
     tr.append(el("td", { class: "details" }, details(ev)));
     body.append(tr);
@@ -102,7 +119,7 @@ function renderCharts(events) {
   const byEndpoint = new Map();
   for (const ev of events) {
     if (ev.event !== "api_request" || typeof ev.properties.response_time_ms !== "number") continue;
-    const key = `${ev.properties.method || ""} ${ev.properties.endpoint || "?"}`.trim();
+    const key = `${text(ev.properties.method)} ${text(ev.properties.endpoint) || "?"}`.trim();
     if (!byEndpoint.has(key)) byEndpoint.set(key, []);
     byEndpoint.get(key).push(ev);
   }
@@ -110,12 +127,12 @@ function renderCharts(events) {
   const slow = new Set(), thresholds = new Map();
   for (const ev of events) {
     if (ev.event !== "slow_request") continue;
-    slow.add(ev.properties.request_id);
-    if (typeof ev.properties.threshold_ms === "number") thresholds.set(ev.properties.endpoint, ev.properties.threshold_ms);
+    slow.add(text(ev.properties.request_id));
+    if (typeof ev.properties.threshold_ms === "number") thresholds.set(text(ev.properties.endpoint), ev.properties.threshold_ms);
   }
   const boxes = [];
   for (const [key, evs] of [...byEndpoint].sort()) {
-    boxes.push(chart(key, evs, thresholds.get(evs[0].properties.endpoint), slow));
+    boxes.push(chart(key, evs, thresholds.get(text(evs[0].properties.endpoint)), slow));
   }
   $("charts").replaceChildren(...boxes);
 }
@@ -146,9 +163,10 @@ function chart(endpoint, evs, threshold, slow) {
   }
   for (const i of order) {
     const st = evs[i].properties.status_code;
-    const fill = st >= 500 ? FIXED.api_error : slow.has(evs[i].properties.request_id) ? FIXED.slow_request : FIXED.api_request;
+    const rid = text(evs[i].properties.request_id);
+    const fill = typeof st === "number" && st >= 500 ? FIXED.api_error : slow.has(rid) ? FIXED.slow_request : FIXED.api_request;
     const dot = el("svg:circle", { class: "point", cx: x(times[i]), cy: y(values[i]), r: 3.5, fill });
-    dot.append(el("svg:title", {}, `${fmtTime(evs[i].timestamp)}  ${Math.round(values[i])} ms  status ${st}  ${evs[i].properties.request_id}`));
+    dot.append(el("svg:title", {}, `${fmtTime(evs[i].timestamp)}  ${Math.round(values[i])} ms  status ${text(st)}  ${rid}`));
     svg.append(dot);
   }
   svg.append(el("svg:text", { x: L, y: H - 3 }, fmtTime(new Date(t0).toISOString())));
