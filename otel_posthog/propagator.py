@@ -70,7 +70,8 @@ def _header(carrier: CarrierT, getter: Getter[CarrierT], name: str) -> str | Non
 
 
 ORIGIN_HEADER = "origin"  # only its presence: CORS response headers are for browsers
-_WANTED = {name.encode(): name for name in (*_HEADERS, ORIGIN_HEADER)}
+BAGGAGE_HEADER = "baggage"  # only its presence: then inbound posthog.* baggage is removed
+_WANTED = {name.encode(): name for name in (*_HEADERS, ORIGIN_HEADER, BAGGAGE_HEADER)}
 _CLASS_NAMED: dict[tuple[type, str], bool] = {}
 
 
@@ -111,6 +112,9 @@ def _asgi_headers(carrier: object) -> dict[str, str | None] | None:
                     continue
             if name in found:
                 continue
+            if name is BAGGAGE_HEADER:
+                found[name] = ""
+                continue
             if not isinstance(value, bytes):
                 return None
             try:
@@ -128,6 +132,7 @@ def _read_headers(carrier: CarrierT, getter: Getter[CarrierT]) -> dict[str, str 
     if found is None:
         found = {name: _header(carrier, getter, name) for name in _HEADERS}
         found[ORIGIN_HEADER] = _header(carrier, getter, ORIGIN_HEADER)
+        found[BAGGAGE_HEADER] = ""  # not looked up: check the extracted baggage
     return found
 
 
@@ -228,8 +233,9 @@ class PostHogPropagator(TextMapPropagator):
             _, trust_baggage = self._flags()
             if trust_baggage:
                 _read_baggage(carrier, context, getter, state)
-            # the W3C baggage propagator (before us) must not forward a client's posthog.*
-            context = _without_posthog_baggage(context)
+            if BAGGAGE_HEADER in headers:
+                # the W3C baggage propagator (before us) must not forward a client's posthog.*
+                context = _without_posthog_baggage(context)
             return otel_context.set_value(STATE_KEY, state, context)
         except Exception:  # a malformed header never fails the request
             from .runtime import STATS
