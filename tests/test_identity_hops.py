@@ -196,6 +196,28 @@ def test_inject_sends_only_the_verified_person_to_allowed_hosts(tracer):
     assert sent == {"baggage": f"posthog.session_id={SESSION}"}
 
 
+def test_identify_and_trusted_baggage_persons_are_passed_on(tracer):
+    """identify() is verified; a person from baggage is passed on only by a service that
+    trusts baggage (an inner service calling a third one)."""
+    ours = PostHogPropagator(propagate_identity=True, trust_baggage=False)
+    ctx = _request_context(header_person=VICTIM)
+    ctx.get(STATE_KEY).identified_id = "user_identified"
+    sent = _outbound(tracer, ctx, "http://10.0.0.7/", ours)
+    assert sent["baggage"].startswith("posthog.distinct_id=user_identified,")
+    inbound = {"baggage": f"posthog.distinct_id={USER},tenant=acme"}
+    for trust, expected in ((True, f"tenant=acme,posthog.distinct_id={USER}"), (False, None)):
+        hop = CompositePropagator(
+            [
+                W3CBaggagePropagator(),
+                PostHogPropagator(propagate_identity=True, trust_baggage=trust),
+            ]
+        )
+        extracted = hop.extract(inbound)
+        assert "posthog.distinct_id" not in baggage.get_all(extracted)
+        out = _outbound(tracer, extracted, "http://inner.internal/", hop)
+        assert out["baggage"] == (expected or "tenant=acme"), trust
+
+
 def test_inject_fails_closed_when_the_destination_is_unknown(tracer):
     ours = PostHogPropagator(propagate_identity=True, trust_baggage=False)
     verified = _request_context(person=USER)
