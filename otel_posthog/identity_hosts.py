@@ -1,8 +1,8 @@
 """Which outbound destinations may receive identity baggage (``posthog.*``).
 
-A propagator is not told where a request goes. The HTTP client instrumentations
-(requests, urllib3, httpx, aiohttp) start their CLIENT span before they inject, so the
-destination is read from that span's ``url.full`` / ``http.url`` (else ``server.address`` /
+A propagator is not told where a request goes. The HTTP client instrumentations (requests,
+among others) start their CLIENT span before they inject, so the destination is read from
+that span's ``url.full`` / ``http.url`` (else ``server.address`` /
 ``net.peer.name``). No CLIENT span, no URL, an unparsable URL: no identity (fail closed).
 
 ``OTEL_POSTHOG_PROPAGATE_IDENTITY_HOSTS`` lists what is allowed: host names (exact),

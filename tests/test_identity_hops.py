@@ -23,6 +23,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_posthog.api import install_propagators
@@ -227,6 +228,10 @@ def test_inject_fails_closed_when_the_destination_is_unknown(tracer):
     carrier: dict[str, str] = {}
     ours.inject(carrier, verified)  # no span at all
     assert carrier == {}
+    # a sampled-out trace: the CLIENT span is not recorded and has no attributes
+    unsampled = TracerProvider(sampler=ALWAYS_OFF)
+    sent = _outbound(unsampled.get_tracer("off"), verified, "http://127.0.0.1/", ours)
+    assert sent == {}
 
 
 def test_allow_list_setting_replaces_the_default(tracer):
