@@ -241,7 +241,10 @@ class PostHogPropagator(TextMapPropagator):
             from .runtime import STATS
 
             STATS.error("propagator.extract")
-            return context
+            try:
+                return _without_posthog_baggage(context)
+            except Exception:
+                return context
 
     def inject(
         self,
