@@ -6,6 +6,7 @@ Everything read from a request header passes through here before the bridge uses
 from __future__ import annotations
 
 import re
+import unicodedata
 
 MAX_HEADER_CHARS = 1000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -16,8 +17,18 @@ _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
 
+# Stripped besides C0/C1 controls: format characters (bidi overrides such as U+202E,
+# zero-width characters), line and paragraph separators, lone surrogates.
+_INVISIBLE = frozenset(("Cf", "Zl", "Zp", "Cs"))
+
+
+def _visible(value: str) -> str:
+    return "".join(c for c in value if c.isprintable() or unicodedata.category(c) not in _INVISIBLE)
+
+
 def sanitize(value: object, limit: int = MAX_HEADER_CHARS) -> str | None:
-    """Strip control characters and surrounding space, cap the length; None when empty."""
+    """Strip control and format characters and surrounding space, cap the length; None
+    when empty."""
     if isinstance(value, bytes):
         value = value[: limit * 4].decode("latin-1")
     if not isinstance(value, str):
@@ -25,6 +36,8 @@ def sanitize(value: object, limit: int = MAX_HEADER_CHARS) -> str | None:
     value = value[: limit * 4]
     if not (value.isascii() and value.isprintable()):  # the common case needs no regex
         value = _CONTROL.sub("", value)
+        if not value.isprintable():  # non-ASCII: format characters, separators
+            value = _visible(value)
     cleaned = value.strip()[:limit]
     return cleaned or None
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import re
+import secrets
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -89,15 +90,39 @@ def request_path(attrs: Mapping[str, Any]) -> str:
     return str(path or "/").split("?", 1)[0].split("#", 1)[0]
 
 
-def sampled(trace_id: int, rate: float) -> bool:
-    """Same decision for every service and event of one trace.
+# Unset OTEL_POSTHOG_SAMPLING_KEY: one random key per process (decisions agree within it).
+_PROCESS_SAMPLING_KEY = secrets.token_bytes(32)
+_SAMPLING_KEY = "_otel_posthog_sampling_key"
+_TRACE_BITS = (1 << 128) - 1
 
-    Reads the rightmost 56 bits, which W3C Trace Context level 2 requires to be random
-    (the lower 64 bits of a UUID request id hold fixed variant bits and would bias it).
+
+def sampling_key(settings: Settings) -> bytes:
+    """The key of the sampling hash: ``OTEL_POSTHOG_SAMPLING_KEY`` (hashed), else the
+    process's random key."""
+    key = settings.__dict__.get(_SAMPLING_KEY)
+    if key is None:
+        raw = settings.sampling_key
+        key = hashlib.sha256(raw.encode()).digest() if raw else _PROCESS_SAMPLING_KEY
+        object.__setattr__(settings, _SAMPLING_KEY, key)  # a frozen dataclass: not a field
+    return key
+
+
+def sampled(trace_id: int, rate: float, key: bytes | None = None) -> bool:
+    """Same decision for every event of one trace, and for every service with the same key.
+
+    A keyed hash of the trace id: a client that chooses its trace id (``traceparent``,
+    a UUID ``X-Request-ID``) cannot choose or predict the outcome.
     """
     if rate >= 1.0:
         return True
-    return (trace_id & _RANDOM_BITS) < int(rate * (1 << 56))
+    if rate <= 0.0:
+        return False
+    digest = hashlib.blake2b(
+        (trace_id & _TRACE_BITS).to_bytes(16, "big"),
+        digest_size=7,
+        key=key if key is not None else _PROCESS_SAMPLING_KEY,
+    ).digest()
+    return int.from_bytes(digest, "big") < int(rate * (1 << 56))
 
 
 _NAMESPACE_SHA1 = hashlib.sha1(EVENT_NAMESPACE.bytes, usedforsecurity=False)
@@ -279,6 +304,15 @@ def _route_properties(
     return found
 
 
+ANONYMOUS_PREFIX = "request:"
+
+
+def anonymous_distinct_id(request_id: str) -> str:
+    """The distinct_id of an anonymous request: ``request:<request_id>``. Namespaced, so a
+    client's ``X-Request-ID: user_12345`` never lands on the person ``user_12345``."""
+    return ANONYMOUS_PREFIX + request_id
+
+
 def _correlate(view: SpanView, settings: Settings, props: dict[str, Any]) -> str:
     """Add the properties every event of one request shares; returns its distinct_id."""
     attrs = view.attributes
@@ -302,7 +336,7 @@ def _correlate(view: SpanView, settings: Settings, props: dict[str, Any]) -> str
         if found is not None:
             person = _cap(str(found))[:1000]
         else:
-            person, identified = rid, False
+            person, identified = anonymous_distinct_id(rid), False
     props["request_id"] = rid
     props["$trace_id"] = trace_hex
     props["$span_id"] = f"{view.span_id:016x}"
@@ -389,7 +423,7 @@ def map_span(view: SpanView, settings: Settings) -> list[Event]:
     trace_id, span_id = view.trace_id, view.span_id
     events: list[Event] = []
     rate = settings.api_request_sample_rate
-    if rate >= 1.0 or sampled(trace_id, rate):
+    if rate >= 1.0 or sampled(trace_id, rate, sampling_key(settings)):
         rollup = facts.rollup if facts is not None else None
         if rollup or rate < 1.0 or error or slow:
             props = dict(request_props)  # the others copy request_props: keep it clean

@@ -18,12 +18,13 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from .headers import valid_uuid
 from .jwt_identity import JwtVerifier
 from .pipeline import Pipeline
 from .pipeline import flush_all as _flush_pipelines
 from .redaction import redact_span_urls
 from .request_state import LIVE, LiveRequests, RequestState, current_state
-from .runtime import STATS, resolved_person, set_current_settings
+from .runtime import STATS, resolved_person, set_current_settings, verified_person
 from .settings import Settings, resolve_settings
 from .transport import EventSender
 
@@ -163,8 +164,10 @@ def _kind_and_parent(span: Any) -> tuple[Any, Any]:
 
 def set_identity_attributes(span: Any, state: RequestState) -> None:
     """Semantic-convention ``enduser.id`` / ``session.id`` for other exporters (personal data)."""
-    person = state.identified_id or state.jwt_distinct_id or state.baggage_distinct_id
+    person = verified_person(state)
     session = state.session_id
+    if session and not valid_uuid(session):
+        session = None  # a client's header: only a posthog-js session id (a UUID) is set
     if person:
         _add_attributes(
             span,

@@ -1,8 +1,10 @@
 """Propagators: read PostHog and request headers in, write ``X-Request-ID`` out.
 
 * :class:`PostHogPropagator` (entry point ``posthog`` for ``OTEL_PROPAGATORS``) reads the
-  request headers into a :class:`RequestState` in the context. It injects nothing by
-  default: identity must never leak to third-party APIs.
+  request headers into a :class:`RequestState` in the context, and removes inbound
+  ``posthog.*`` baggage so the W3C baggage propagator never forwards a client's identity.
+  It injects nothing by default; with ``OTEL_POSTHOG_PROPAGATE_IDENTITY=true`` only the
+  verified person, and only to allowed hosts (:mod:`otel_posthog.identity_hosts`).
 * :class:`PostHogResponsePropagator` sets ``X-Request-ID`` and W3C ``traceresponse`` on
   every response and exposes both to browsers.
 * :class:`RequestIdGenerator` makes the trace id of a new trace equal a UUID
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import MutableMapping
 from typing import Any
 
 from opentelemetry import baggage, trace
@@ -29,9 +32,10 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
-from .headers import bearer_token, sanitize, uuid_int, valid_traceparent
+from .headers import bearer_token, sanitize, uuid_int, valid_traceparent, valid_uuid
+from .identity_hosts import destination_host, policy_for
 from .request_state import LIVE, STATE_KEY, RequestState, current_state
-from .runtime import current_settings
+from .runtime import current_settings, verified_person
 
 SESSION_HEADER = "x-posthog-session-id"
 WINDOW_HEADER = "x-posthog-window-id"
@@ -39,6 +43,7 @@ DISTINCT_HEADER = "x-posthog-distinct-id"
 REQUEST_ID_HEADER = "x-request-id"
 BAGGAGE_DISTINCT_KEY = "posthog.distinct_id"
 BAGGAGE_SESSION_KEY = "posthog.session_id"
+BAGGAGE_PREFIX = "posthog."
 _HEADERS = (
     "authorization",
     SESSION_HEADER,
@@ -67,7 +72,8 @@ def _header(carrier: CarrierT, getter: Getter[CarrierT], name: str) -> str | Non
 
 
 ORIGIN_HEADER = "origin"  # only its presence: CORS response headers are for browsers
-_WANTED = {name.encode(): name for name in (*_HEADERS, ORIGIN_HEADER)}
+BAGGAGE_HEADER = "baggage"  # only its presence: then inbound posthog.* baggage is removed
+_WANTED = {name.encode(): name for name in (*_HEADERS, ORIGIN_HEADER, BAGGAGE_HEADER)}
 _CLASS_NAMED: dict[tuple[type, str], bool] = {}
 
 
@@ -108,12 +114,15 @@ def _asgi_headers(carrier: object) -> dict[str, str | None] | None:
                     continue
             if name in found:
                 continue
+            if name is BAGGAGE_HEADER:
+                found[name] = ""
+                continue
             if not isinstance(value, bytes):
                 return None
-            try:  # as the ASGI instrumentation's getter decodes
+            try:
                 text = value.decode("utf-8")
-            except ValueError:
-                text = value.decode("unicode_escape")
+            except ValueError:  # never interpret escapes (unicode_escape would)
+                text = value.decode("utf-8", "replace")
             found[name] = sanitize(text, _limit(name))
     except (TypeError, ValueError, AttributeError):
         return None
@@ -125,6 +134,7 @@ def _read_headers(carrier: CarrierT, getter: Getter[CarrierT]) -> dict[str, str 
     if found is None:
         found = {name: _header(carrier, getter, name) for name in _HEADERS}
         found[ORIGIN_HEADER] = _header(carrier, getter, ORIGIN_HEADER)
+        found[BAGGAGE_HEADER] = ""  # not looked up: check the extracted baggage
     return found
 
 
@@ -145,12 +155,40 @@ def _read_baggage(
         STATS.error("propagator.baggage", exc)
 
 
+def _is_posthog_key(key: object) -> bool:
+    return str(key).strip().lower().startswith(BAGGAGE_PREFIX)
+
+
+def _without_posthog_baggage(context: Context) -> Context:
+    """``context`` without inbound ``posthog.*`` baggage (the app's own entries stay)."""
+    bag = baggage.get_all(context)
+    if bag:
+        for key in [k for k in bag if _is_posthog_key(k)]:
+            context = baggage.remove_baggage(key, context)
+    return context
+
+
+def _drop_baggage_header(carrier: CarrierT, setter: Setter[CarrierT]) -> None:
+    """Remove a ``baggage`` header another propagator already wrote."""
+    if isinstance(carrier, MutableMapping):
+        for key in [k for k in carrier if isinstance(k, str) and k.lower() == "baggage"]:
+            del carrier[key]
+    else:
+        setter.set(carrier, "baggage", "")
+
+
 class PostHogPropagator(TextMapPropagator):
     """Reads ``Authorization: Bearer``, ``X-POSTHOG-*`` and ``X-Request-ID`` into the context."""
 
-    def __init__(self, propagate_identity: bool | None = None, trust_baggage: bool | None = None):
+    def __init__(
+        self,
+        propagate_identity: bool | None = None,
+        trust_baggage: bool | None = None,
+        identity_hosts: Iterable[str] | None = None,
+    ):
         self._propagate_identity = propagate_identity
         self._trust_baggage = trust_baggage
+        self._identity_hosts = None if identity_hosts is None else tuple(identity_hosts)
 
     def _flags(self) -> tuple[bool, bool]:
         if self._propagate_identity is None or self._trust_baggage is None:
@@ -197,12 +235,18 @@ class PostHogPropagator(TextMapPropagator):
             _, trust_baggage = self._flags()
             if trust_baggage:
                 _read_baggage(carrier, context, getter, state)
+            if BAGGAGE_HEADER in headers:
+                # the W3C baggage propagator (before us) must not forward a client's posthog.*
+                context = _without_posthog_baggage(context)
             return otel_context.set_value(STATE_KEY, state, context)
         except Exception:  # a malformed header never fails the request
             from .runtime import STATS
 
             STATS.error("propagator.extract")
-            return context
+            try:
+                return _without_posthog_baggage(context)
+            except Exception:
+                return context
 
     def inject(
         self,
@@ -210,24 +254,55 @@ class PostHogPropagator(TextMapPropagator):
         context: Context | None = None,
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
-        """Writes nothing unless ``OTEL_POSTHOG_PROPAGATE_IDENTITY=true`` (then W3C baggage)."""
+        """With ``OTEL_POSTHOG_PROPAGATE_IDENTITY=true``, the verified person and session as
+        W3C baggage, only to an allowed host. Always: ``posthog.*`` baggage entries that did
+        not come from us are removed from the ``baggage`` header (we run after the W3C
+        baggage propagator, which wrote them)."""
+        try:
+            ctx = context if context is not None else otel_context.get_current()
+            entries = baggage.get_all(ctx)
+            foreign = any(_is_posthog_key(k) for k in entries) if entries else False
+            ours = self._identity(ctx)
+            if not ours and not foreign:
+                return
+            kept = {k: v for k, v in entries.items() if not _is_posthog_key(k)}
+            kept.update(ours)
+            if not kept:
+                _drop_baggage_header(carrier, setter)
+                return
+            out = Context()
+            for key, value in kept.items():
+                out = baggage.set_baggage(key, value, out)
+            # the whole baggage header: the app's entries and ours
+            W3CBaggagePropagator().inject(carrier, out, setter)
+        except Exception as exc:
+            from .runtime import STATS
+
+            STATS.error("propagator.inject", exc)
+
+    def _identity(self, ctx: Context) -> dict[str, str]:
+        """Our baggage entries for this outbound call: empty unless propagation is on,
+        there is a verified person or a valid session, and the destination is allowed."""
         propagate, _ = self._flags()
         if not propagate:
-            return
-        state = current_state(context)
+            return {}
+        state = current_state(ctx)
         if state is None:
-            return
-        from .runtime import resolved_person
-
-        person = resolved_person(state)
-        ctx = context if context is not None else otel_context.get_current()
-        before = ctx
+            return {}
+        ours: dict[str, str] = {}
+        person = verified_person(state)  # never the client's X-POSTHOG-DISTINCT-ID
         if person:
-            ctx = baggage.set_baggage(BAGGAGE_DISTINCT_KEY, person, ctx)
-        if state.session_id:
-            ctx = baggage.set_baggage(BAGGAGE_SESSION_KEY, state.session_id, ctx)
-        if ctx is not before:  # the whole baggage header: the app's entries and ours
-            W3CBaggagePropagator().inject(carrier, ctx, setter)
+            ours[BAGGAGE_DISTINCT_KEY] = person
+        if state.session_id and valid_uuid(state.session_id):
+            ours[BAGGAGE_SESSION_KEY] = state.session_id
+        if not ours:
+            return ours
+        hosts = self._identity_hosts
+        if hosts is None:
+            hosts = current_settings().propagate_identity_hosts
+        if not policy_for(hosts).allows(destination_host(trace.get_current_span(ctx))):
+            return {}  # a third party, or a destination we cannot tell: fail closed
+        return ours
 
     @property
     def fields(self) -> set[str]:

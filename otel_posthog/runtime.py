@@ -182,6 +182,12 @@ def current_settings() -> Settings:
     return _settings
 
 
+def verified_person(state: RequestState) -> str | None:
+    """The person this service trusts: ``identify()``, a verified JWT, or trusted baggage
+    (never the client's ``X-POSTHOG-DISTINCT-ID``). The only one ever propagated."""
+    return state.identified_id or state.jwt_distinct_id or state.baggage_distinct_id
+
+
 def resolved_person(state: RequestState) -> str | None:
     return (
         state.identified_id

@@ -65,7 +65,9 @@ class Settings:
     span_attributes: bool = True
     redact_query: bool = True
     propagate_identity: bool = False
+    propagate_identity_hosts: tuple[str, ...] = ()
     trust_baggage: bool = False
+    sampling_key: str | None = field(default=None, repr=False)
     max_queue_size: int = 10_000
     batch_size: int = 500
     flush_interval_ms: int = 500
@@ -200,6 +202,11 @@ SETTINGS_ENV: dict[str, tuple[str, _Parser, str]] = {
         _parse_float,
         "fraction of api_request events kept, by trace id (default 1.0)",
     ),
+    "sampling_key": (
+        "OTEL_POSTHOG_SAMPLING_KEY",
+        _parse_str,
+        "secret key of the sampling hash; the same on every service (default: random per process)",
+    ),
     "span_attributes": (
         "OTEL_POSTHOG_SPAN_ATTRIBUTES",
         _parse_bool,
@@ -213,7 +220,13 @@ SETTINGS_ENV: dict[str, tuple[str, _Parser, str]] = {
     "propagate_identity": (
         "OTEL_POSTHOG_PROPAGATE_IDENTITY",
         _parse_bool,
-        "inject identity into outbound baggage (internal services only; default false)",
+        "inject the verified person into outbound baggage (default false)",
+    ),
+    "propagate_identity_hosts": (
+        "OTEL_POSTHOG_PROPAGATE_IDENTITY_HOSTS",
+        _parse_list,
+        "hosts that may receive identity baggage: names, .suffixes, IPs, networks "
+        "(default: internal hosts only)",
     ),
     "trust_baggage": (
         "OTEL_POSTHOG_TRUST_BAGGAGE",
@@ -316,6 +329,12 @@ def _validate(s: Settings) -> None:
             raise ConfigError(
                 f"OTEL_POSTHOG_JWT_PUBLIC_KEY is not a valid PEM key: {exc}"
             ) from None
+    from .identity_hosts import check_entry
+
+    for entry in s.propagate_identity_hosts:
+        problem = check_entry(entry)
+        if problem:
+            raise ConfigError(f"OTEL_POSTHOG_PROPAGATE_IDENTITY_HOSTS: {problem}")
     if s.jwt_jwks_url and not s.jwt_jwks_url.startswith(("http://", "https://")):
         raise ConfigError("OTEL_POSTHOG_JWT_JWKS_URL must be an http(s) URL")
 

@@ -296,7 +296,7 @@ def test_untrusted_tokens_are_not_the_user(bridge, jwks):
         assert r.status_code == 200, name
         ev = by_event(bridge.events_for(rid_of(r), {"api_request"}))["api_request"]
         assert ev.distinct_id != USER, name
-        assert ev.distinct_id == ev.properties["request_id"], name
+        assert ev.distinct_id == "request:" + ev.properties["request_id"], name
         assert ev.properties["$process_person_profile"] is False, name
         seen.add(ev.distinct_id)
     assert len(seen) == len(_untrusted_tokens(jwks))

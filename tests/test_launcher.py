@@ -64,7 +64,9 @@ def _shape(events):
     return [
         (
             e.event,
-            "<request id>" if e.distinct_id == e.properties["request_id"] else e.distinct_id,
+            "<request id>"
+            if e.distinct_id == "request:" + e.properties["request_id"]
+            else e.distinct_id,
             e.properties["endpoint"],
             e.properties["status_code"],
             e.properties.get("session_id"),

@@ -15,6 +15,7 @@ from otel_posthog.mapping import (
     map_span,
     parse_python_frames,
     sampled,
+    sampling_key,
     truncate_tail,
 )
 from otel_posthog.settings import Settings, resolve_settings
@@ -68,7 +69,7 @@ def test_api_request_properties_both_semconv_generations_map_identically():
     assert props["service"] == "api"
     assert props["source"] == "backend"
     assert props["$process_person_profile"] is False  # anonymous
-    assert old[0]["distinct_id"] == props["request_id"]
+    assert old[0]["distinct_id"] == "request:" + props["request_id"]
     assert old[0]["timestamp"].startswith("2023-11-14T22:13:20.045")
     assert "token=s3cret" not in str(old)
 
@@ -231,10 +232,11 @@ def test_sampling_is_by_trace_id_and_never_drops_errors_or_slow():
     assert names(events) == ["api_error", "slow_request"]
     kept = [t for t in range(1, 2001) if sampled(t * 0x9E3779B97F4A7C15, 0.25)]
     assert 350 < len(kept) < 650
-    half = Settings(api_request_sample_rate=0.5)
-    low = view(NEW, trace_id=(1 << 64) + 5)  # lower 64 bits tiny -> kept
-    ev = map_span(low, half)
-    assert ev[0]["properties"]["sample_rate"] == 0.5
+    half = Settings(api_request_sample_rate=0.5, sampling_key="k")
+    key = sampling_key(half)
+    trace_id = next(t for t in range(1, 100) if sampled(t, 0.5, key))
+    ev = map_span(view(NEW, trace_id=trace_id), half)
+    assert names(ev) == ["api_request"] and ev[0]["properties"]["sample_rate"] == 0.5
 
 
 def test_exception_event_shape():

@@ -201,7 +201,7 @@ def test_anonymous_request_uses_request_id(sink, receiver):
     body = json_request([json_span(trace_id, span_id, attributes=attrs)])
     assert requests.post(receiver.traces_url, json=body).status_code == 200
     (event,) = wait_events(sink, 1)
-    assert event.distinct_id == trace_id
+    assert event.distinct_id == f"request:{trace_id}"  # namespaced: never a person id
     assert event.properties["$process_person_profile"] is False
 
 
