@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install node browser test demo lint bench clean
+.PHONY: install node browser test test-oldest demo lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,22 @@ demo: $(STAMP)
 test: install browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The oldest versions pyproject.toml allows (.ci/oldest-constraints.txt), on the tests that
+# touch every OpenTelemetry / PostHog integration point; `make test` covers the newest.
+OLDEST := .venv-oldest
+OLDEST_TESTS := tests/test_mapping.py tests/test_bridge.py tests/test_existing_setup.py \
+	tests/test_launcher.py tests/test_id_generator.py tests/test_receiver_parity.py \
+	tests/test_outbound.py tests/test_jwt_identity.py tests/test_identity_hops.py \
+	tests/test_stats.py tests/test_bridge_process.py
+$(OLDEST)/.installed: pyproject.toml .ci/oldest-constraints.txt
+	$(PY) -m venv $(OLDEST)
+	$(OLDEST)/bin/pip install -q --upgrade pip
+	$(OLDEST)/bin/pip install -q -c .ci/oldest-constraints.txt -e '.[test]'
+	touch $@
+
+test-oldest: $(OLDEST)/.installed
+	$(OLDEST)/bin/python -m pytest -q -p no:cacheprovider $(OLDEST_TESTS)
+
 # Every benchmark scenario in one run, one table (docs/performance.md); valgrind for the
 # instruction counts. BENCH_ARGS e.g. "--scenarios 2,4 --skip load,faults".
 bench: $(STAMP)
@@ -49,4 +65,4 @@ lint: $(STAMP)
 	$(BIN)/mypy otel_posthog
 
 clean:
-	rm -rf $(VENV) node_modules .otel-posthog
+	rm -rf $(VENV) $(OLDEST) node_modules .otel-posthog
