@@ -504,3 +504,43 @@ def test_an_unreachable_host_is_one_line(
     code, _, err = run(capsys, "plan", "--host", "http://127.0.0.1:9", "--project-id", "1")
     assert code == 1 and "cannot reach PostHog" in err and err.count("\n") == 1
     assert time.monotonic() - started < 120
+
+
+# -- HogQL, by PostHog's own grammar ----------------------------------------------------------
+
+
+def hogql_errors(items: list[tuple[str, str]]) -> list[str | None]:
+    script = Path(__file__).with_name("hogql_check.py")
+    proc = subprocess.run(
+        [sys.executable, "-I", str(script)],
+        input=json.dumps(items),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return list(json.loads(proc.stdout))
+
+
+def test_every_shipped_hogql_parses_with_posthogs_grammar() -> None:
+    items: list[tuple[str, str]] = []
+    for insight in load().of("insight"):
+        query = insight.query or {}
+        source = query["source"]
+        if source["kind"] == "HogQLQuery":
+            items.append(("select", source["query"]))
+        for node in [source, *source.get("series", [])]:
+            for prop in node.get("properties", []):
+                if prop["type"] == "hogql":
+                    items.append(("expr", prop["key"]))
+        breakdown = source.get("breakdownFilter", {})
+        if breakdown.get("breakdown_type") == "hogql":
+            items.append(("expr", breakdown["breakdown"]))
+        aggregate = source.get("funnelsFilter", {}).get("funnelAggregateByHogQL")
+        if aggregate:
+            items.append(("expr", aggregate))
+    assert len(items) >= 8
+    assert hogql_errors(items) == [None] * len(items), items
+    # and the check can fail
+    broken = [("select", "SELECT event FROM events WHERE (a = 1"), ("expr", "distinct_id IN (")]
+    assert all(hogql_errors(broken))
