@@ -71,6 +71,7 @@ class FakePostHog:
     rate_limit_once: str | None = None  # e.g. "GET dashboards": one 429 for the first such call
     lose_answer_once: str | None = None  # e.g. "POST insights": commit, then answer 502 once
     hold_after_writes: int | None = None  # the write after N is committed, then held
+    drop_tags: bool = False  # as PostHog without the paid tagging feature: tags silently dropped
     objects: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     writes: list[tuple[str, str]] = field(default_factory=list)
     requests: list[tuple[float, str, str, int]] = field(default_factory=list)
@@ -231,7 +232,7 @@ class FakePostHog:
             if name == "query":
                 value = self._rewrite_query(value)
             if name == "tags":
-                value = sorted({t.strip().lower() for t in value})
+                value = [] if self.drop_tags else sorted({t.strip().lower() for t in value})
             row[name] = copy.deepcopy(value)
         if collection == "insight_variables":
             row["code_name"] = re.sub(r"[^a-z0-9]+", "_", row["name"].lower()).strip("_")

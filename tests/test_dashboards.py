@@ -544,3 +544,51 @@ def test_every_shipped_hogql_parses_with_posthogs_grammar() -> None:
     # and the check can fail
     broken = [("select", "SELECT event FROM events WHERE (a = 1"), ("expr", "distinct_id IN (")]
     assert all(hogql_errors(broken))
+
+
+def test_without_tags_the_description_marker_keeps_apply_idempotent(
+    capsys: pytest.CaptureFixture[str], posthog: Any
+) -> None:
+    fake, url = posthog
+    fake.drop_tags = True
+    assert run(capsys, "apply", *target(url))[0] == 0
+    assert all(d["tags"] == [] for d in fake.live("dashboards"))
+    before = len(fake.writes)
+    assert run(capsys, "apply", *target(url))[0] == 0
+    assert len(fake.writes) == before
+    code, out, _ = run(capsys, "plan", "--json", *target(url))
+    assert {a["action"] for a in json.loads(out)["actions"]} == {"unchanged"}
+    assert_complete(fake)
+
+
+def test_destroy_asks_on_a_terminal(posthog: Any) -> None:
+    import pty
+
+    fake, url = posthog
+    env = {**os.environ, "POSTHOG_PERSONAL_API_KEY": FakePostHog.key}
+    argv = [sys.executable, "-m", "otel_posthog.cli", "dashboards"]
+    subprocess.run([*argv, "apply", *target(url)], env=env, cwd=ROOT, check=True, timeout=120)
+    created = len(fake.writes)
+    for answer, deleted in (("n", False), ("y", True)):
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen(
+            [*argv, "destroy", *target(url)],
+            env=env,
+            cwd=ROOT,
+            stdin=follower,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(follower)
+        os.write(leader, f"{answer}\n".encode())
+        out, err = proc.communicate(timeout=120)
+        os.close(leader)
+        assert "Delete them? [y/N]" in out, err
+        assert FakePostHog.key not in out + err
+        if deleted:
+            assert proc.returncode == 0 and "objects deleted" in out
+            assert fake.live("dashboards") == [] and fake.live("alerts") == []
+        else:
+            assert proc.returncode == 1 and "Nothing deleted." in out
+            assert len(fake.writes) == created

@@ -157,8 +157,8 @@ class Engine:
     def inventory(self) -> Inventory:
         inv = Inventory()
         for kind in ("dashboard", "insight", "cohort"):
-            params = {"search": TAG} if kind != "cohort" else {}
-            for row in self.client.list(COLLECTION[kind], **params):
+            # every row, not `?search=`: which fields a search covers varies between versions
+            for row in self.client.list(COLLECTION[kind]):
                 owned = _owned(kind, row)
                 if owned:
                     inv.add(
@@ -212,7 +212,7 @@ class Engine:
             stored = row.get(name)
             if name == "tags":  # PostHog normalises tags; without the tagging feature, drops them
                 held = {str(t).strip().lower() for t in stored or []}
-                if "tags" in row and not {t.lower() for t in wanted} <= held:
+                if TAG in held and not {t.lower() for t in wanted} <= held:
                     out.append(name)
             elif name == "dashboards":
                 ours = {str(i) for i in inv.ids("dashboard").values()}
