@@ -71,6 +71,7 @@ class FakePostHog:
     rate_limit_once: str | None = None  # e.g. "GET dashboards": one 429 for the first such call
     lose_answer_once: str | None = None  # e.g. "POST insights": commit, then answer 502 once
     hold_after_writes: int | None = None  # the write after N is committed, then held
+    next_origin: str | None = None  # e.g. "http://203.0.113.9:1": `next` URLs point elsewhere
     drop_tags: bool = False  # as PostHog without the paid tagging feature: tags silently dropped
     objects: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     writes: list[tuple[str, str]] = field(default_factory=list)
@@ -346,6 +347,8 @@ class FakePostHog:
         more = offset + limit < len(rows)
         query = {**request.query_params, "limit": str(limit), "offset": str(offset + limit)}
         next_url = str(request.url.replace(query=urlencode(query)))
+        if self.next_origin:
+            next_url = self.next_origin + next_url.split(str(request.base_url).rstrip("/"), 1)[1]
         results = [self._render(name, r) for r in page]
         if name == "dashboards":
             for r in results:

@@ -592,3 +592,36 @@ def test_destroy_asks_on_a_terminal(posthog: Any) -> None:
         else:
             assert proc.returncode == 1 and "Nothing deleted." in out
             assert len(fake.writes) == created
+
+
+def test_a_copy_made_in_posthog_is_reported_and_left_alone(
+    capsys: pytest.CaptureFixture[str], posthog: Any
+) -> None:
+    fake, url = posthog
+    assert run(capsys, "apply", *target(url))[0] == 0
+    ours = [d for d in fake.live("dashboards") if "dashboard:user-journey " in d["description"]][0]
+    copy = fake.seed(
+        "dashboards",
+        **{k: v for k, v in ours.items() if k not in ("id", "deleted")},
+    )  # PostHog's "Duplicate dashboard" keeps description and tags
+    before = len(fake.writes)
+    code, out, _ = run(capsys, "plan", "--json", *target(url))
+    odd = [a for a in json.loads(out)["actions"] if a["action"] != "unchanged"]
+    assert [(a["action"], a["key"], a["id"]) for a in odd] == [
+        ("duplicate", "user-journey", copy["id"])
+    ]
+    assert run(capsys, "apply", *target(url))[0] == 0
+    assert run(capsys, "destroy", "--yes", *target(url))[0] == 0
+    assert [d["id"] for d in fake.live("dashboards")] == [copy["id"]]
+    assert ("PATCH", "dashboards") in fake.writes[before:]
+    assert fake.objects["dashboards"][ours["id"]]["deleted"] is True
+
+
+def test_next_links_never_take_the_key_to_another_host(
+    capsys: pytest.CaptureFixture[str], posthog: Any
+) -> None:
+    fake, url = posthog
+    fake.next_origin = "http://203.0.113.9:1"  # unroutable: a request there would fail
+    assert run(capsys, "apply", *target(url))[0] == 0
+    assert_complete(fake)
+    assert len(fake.live("insights")) > fake.page_size  # lists did follow `next`

@@ -47,6 +47,11 @@ MAX_DESCRIPTION = {"dashboard": 4000, "insight": 400, "cohort": 1000}
 PLACEHOLDER_ID = "00000000-0000-0000-0000-000000000000"
 
 
+def marker(kind: str, key: str, digest: str) -> str:
+    """The line that marks an object as ours in its description (with a hash of what we sent)."""
+    return f"[otel-posthog:{kind}:{key} sha:{digest}] managed by `otel-posthog dashboards apply`"
+
+
 class DefinitionError(ValueError):
     """An invalid definitions file; the message names the file and the key."""
 
@@ -398,6 +403,8 @@ def compile_definitions(raw: Any, source: str = "definitions") -> Definitions:
         if len(obj.name) > 400 or not obj.name.strip():
             raise _fail(source, f"{obj.kind}s.{obj.key}.name", "must be 1 to 400 characters")
         limit = MAX_DESCRIPTION.get(obj.kind)
-        if limit and len(obj.description) > limit - 80:
-            raise _fail(source, f"{obj.kind}s.{obj.key}.description", f"longer than {limit - 80}")
+        room = limit - len(marker(obj.kind, obj.key, "0" * 12)) - 2 if limit else 0
+        if limit and len(obj.description.strip()) > room:
+            where = f"{obj.kind}s.{obj.key}.description"
+            raise _fail(source, where, f"longer than {room} characters (PostHog keeps {limit})")
     return Definitions(source, {k: dict(v) for k, v in variables.items()}, objects)

@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 
 from .api import AmbiguousWrite, ApiError, Client
-from .definitions import Definitions, Desired, with_variables
+from .definitions import Definitions, Desired, marker, with_variables
 
 TAG = "otel-posthog"
 COLLECTION = {
@@ -34,10 +34,6 @@ ALERT_MARK = re.compile(r"\[otel-posthog:([a-z0-9][a-z0-9_-]*)\]\s*$")
 APPLY_ORDER = ("dashboard", "insight", "alert", "cohort")
 DESTROY_ORDER = ("alert", "insight", "dashboard", "cohort")
 CREATE_TRIES = 3
-
-
-def marker(kind: str, key: str, digest: str) -> str:
-    return f"[otel-posthog:{kind}:{key} sha:{digest}] managed by `otel-posthog dashboards apply`"
 
 
 def tags(kind: str, key: str) -> list[str]:
@@ -165,7 +161,6 @@ class Engine:
                         Found(kind, owned[0], row.get("id"), str(row.get("name")), owned[1], row)
                     )
         insight_ids = {str(i) for i in inv.ids("insight").values()}
-        insight_ids |= {str(d.id) for d in inv.duplicates if d.kind == "insight"}
         for row in self.client.list("alerts"):
             match = ALERT_MARK.search(str(row.get("name") or ""))
             if match and str(_ref_id(row.get("insight"))) in insight_ids:
@@ -357,9 +352,11 @@ class Engine:
         raise AssertionError("unreachable")
 
     def destroy(self) -> list[Action]:
-        """Soft-delete our dashboards, insights and cohorts, delete our alerts; nothing else."""
+        """Soft-delete our dashboards, insights and cohorts, delete our alerts; nothing else.
+
+        A second object with one of our markers (a copy made in PostHog) is left alone."""
         inv = self.inventory()
-        mine = list(inv.found.values()) + inv.duplicates
+        mine = list(inv.found.values())
         actions = []
         for kind in DESTROY_ORDER:
             for item in sorted((f for f in mine if f.kind == kind), key=lambda f: _sort_id(f.id)):
@@ -374,10 +371,7 @@ class Engine:
     def targets(self) -> list[Action]:
         """What destroy would delete (for the confirmation)."""
         inv = self.inventory()
-        return [
-            Action(f.kind, f.key, "delete", f.name, f.id)
-            for f in list(inv.found.values()) + inv.duplicates
-        ]
+        return [Action(f.kind, f.key, "delete", f.name, f.id) for f in inv.found.values()]
 
 
 def as_json(actions: list[Action]) -> list[dict[str, Any]]:
