@@ -69,6 +69,7 @@ class FakePostHog:
     page_size: int = 3
     scopes: set[str] | None = None  # None: every scope
     rate_limit_once: str | None = None  # e.g. "GET dashboards": one 429 for the first such call
+    error_once: str | None = None  # e.g. "GET insights": one 503 for the first such call
     lose_answer_once: str | None = None  # e.g. "POST insights": commit, then answer 502 once
     hold_after_writes: int | None = None  # the write after N is committed, then held
     next_origin: str | None = None  # e.g. "http://203.0.113.9:1": `next` URLs point elsewhere
@@ -275,6 +276,9 @@ class FakePostHog:
                 403, {"type": "authentication_error", "code": "permission_denied", "detail": detail}
             )
         what = f"{request.method} {collection}"
+        if self.error_once == what:
+            self.error_once = None
+            raise _Answer(503, {"detail": "Service unavailable"})
         if self.rate_limit_once == what:
             self.rate_limit_once = None
             raise _Answer(429, {"detail": "Request was throttled."}, {"Retry-After": "1"})

@@ -183,6 +183,12 @@ def test_schema_validator_rejects_what_posthogs_schema_rejects(query: dict[str, 
         (lambda d: d["cohorts"]["errors"].update(days=0), "cohorts.errors.days"),
         (
             lambda d: d["insights"]["person-errors"]["query"]["source"].update(
+                query="SELECT count( FROM events"
+            ),
+            "unbalanced parentheses",
+        ),
+        (
+            lambda d: d["insights"]["person-errors"]["query"]["source"].update(
                 query="SELECT 1 FROM events WHERE distinct_id = {variables.who}"
             ),
             "{variables.who} is not in `variables`",
@@ -625,3 +631,39 @@ def test_next_links_never_take_the_key_to_another_host(
     assert run(capsys, "apply", *target(url))[0] == 0
     assert_complete(fake)
     assert len(fake.live("insights")) > fake.page_size  # lists did follow `next`
+
+
+def test_plan_needs_only_read_scopes(capsys: pytest.CaptureFixture[str], posthog: Any) -> None:
+    fake, url = posthog
+    fake.scopes = {f"{s}:read" for s in ("dashboard", "insight", "cohort", "alert")}
+    fake.scopes.add("insight_variable:read")
+    code, out, err = run(capsys, "plan", *target(url))
+    assert code == 0, err
+    assert fake.writes == []
+
+
+def test_a_5xx_on_a_read_is_retried(capsys: pytest.CaptureFixture[str], posthog: Any) -> None:
+    fake, url = posthog
+    fake.error_once = "GET insights"
+    code, _, err = run(capsys, "apply", *target(url))
+    assert code == 0, err
+    assert [r[3] for r in fake.requests if r[3] >= 500] == [503]
+    assert_complete(fake)
+
+
+def test_a_dashboard_of_yours_an_insight_was_added_to_is_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], posthog: Any
+) -> None:
+    fake, url = posthog
+    assert run(capsys, "apply", *target(url))[0] == 0
+    mine = fake.seed("dashboards", name="My board")
+    insight = [i for i in fake.live("insights") if "insight:slow-by-endpoint " in i["description"]]
+    insight[0]["dashboards"].append(mine["id"])  # added to your dashboard in PostHog
+    before = len(fake.writes)
+    code, out, _ = run(capsys, "plan", "--json", *target(url))
+    assert {a["action"] for a in json.loads(out)["actions"]} == {"unchanged"}
+    path = edited(tmp_path, lambda d: d["insights"]["slow-by-endpoint"].update(name="Slow ones"))
+    assert run(capsys, "apply", "--file", str(path), *target(url))[0] == 0
+    assert fake.writes[before:] == [("PATCH", "insights")]
+    assert insight[0]["name"] == "Slow ones" and mine["id"] in insight[0]["dashboards"]
+    assert len(insight[0]["dashboards"]) == 2
