@@ -3,8 +3,8 @@
 ``hogql_parser`` imports ``posthog.hogql.errors`` from PostHog's server, which clashes with
 posthog-python's ``posthog`` package; this script is run as its own process with stand-ins
 for those modules (posthog-python is never imported here). Input on stdin: JSON
-``[[kind, text], ...]`` with kind ``select`` or ``expr``; output: JSON list of error messages
-(``null`` where the text parses).
+``[[kind, text], ...]`` with kind ``select`` or ``expr``; output: a JSON list of
+``{"error": message or null, "tree": the parser's syntax tree or null}``.
 """
 
 from __future__ import annotations
@@ -38,15 +38,18 @@ def main() -> None:
     _stand_ins()
     import hogql_parser
 
-    out: list[str | None] = []
+    out: list[dict[str, object]] = []
     for kind, text in json.load(sys.stdin):
         parse = hogql_parser.parse_select_json if kind == "select" else hogql_parser.parse_expr_json
         try:
             tree = json.loads(parse(text))
         except Exception as exc:  # the parser's own error classes are the stand-ins
-            out.append(f"{type(exc).__name__}: {exc}")
+            out.append({"error": f"{type(exc).__name__}: {exc}", "tree": None})
             continue
-        out.append(tree.get("message") or "parse error" if tree.get("error") else None)
+        if tree.get("error"):
+            out.append({"error": tree.get("message") or "parse error", "tree": None})
+        else:
+            out.append({"error": None, "tree": tree})
     json.dump(out, sys.stdout)
 
 

@@ -515,7 +515,7 @@ def test_an_unreachable_host_is_one_line(
 # -- HogQL, by PostHog's own grammar ----------------------------------------------------------
 
 
-def hogql_errors(items: list[tuple[str, str]]) -> list[str | None]:
+def hogql_parse(items: list[tuple[str, str]]) -> list[dict[str, Any]]:
     script = Path(__file__).with_name("hogql_check.py")
     proc = subprocess.run(
         [sys.executable, "-I", str(script)],
@@ -526,6 +526,10 @@ def hogql_errors(items: list[tuple[str, str]]) -> list[str | None]:
     )
     assert proc.returncode == 0, proc.stderr
     return list(json.loads(proc.stdout))
+
+
+def hogql_errors(items: list[tuple[str, str]]) -> list[str | None]:
+    return [result["error"] for result in hogql_parse(items)]
 
 
 def test_every_shipped_hogql_parses_with_posthogs_grammar() -> None:
@@ -667,3 +671,14 @@ def test_a_dashboard_of_yours_an_insight_was_added_to_is_kept(
     assert fake.writes[before:] == [("PATCH", "insights")]
     assert insight[0]["name"] == "Slow ones" and mine["id"] in insight[0]["dashboards"]
     assert len(insight[0]["dashboards"]) == 2
+
+
+def test_persons_in_hogql_are_quoted_literals(tmp_path: Path) -> None:
+    persons = ["o'brien", "back\\slash", "x') OR 1=1 --"]
+    path = edited(tmp_path, lambda d: d["settings"].update(alert_persons=persons))
+    insight = [i for i in load(path).of("insight") if i.key == "watched-person-errors"][0]
+    key = (insight.query or {})["source"]["properties"][0]["key"]
+    [result] = hogql_parse([("expr", key)])
+    tree = result["tree"]
+    assert tree["node"] == "CompareOperation" and tree["op"] == "in"
+    assert [c["value"] for c in tree["right"]["exprs"]] == persons

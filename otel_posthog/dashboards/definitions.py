@@ -91,7 +91,7 @@ def shipped_text() -> str:
 
 def load(path: str | Path | None = None) -> Definitions:
     """Read, check and compile ``path`` (the shipped definitions when None)."""
-    source = str(path) if path else f"(shipped) {SHIPPED}"
+    source = str(path) if path else "the shipped definitions"
     if path is None:
         text = shipped_text()
     else:
