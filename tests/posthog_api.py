@@ -74,6 +74,7 @@ class FakePostHog:
     hold_after_writes: int | None = None  # the write after N is committed, then held
     next_origin: str | None = None  # e.g. "http://203.0.113.9:1": `next` URLs point elsewhere
     drop_tags: bool = False  # as PostHog without the paid tagging feature: tags silently dropped
+    drop_descriptions: bool = False  # a PostHog that would drop descriptions too
     objects: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     writes: list[tuple[str, str]] = field(default_factory=list)
     requests: list[tuple[float, str, str, int]] = field(default_factory=list)
@@ -235,6 +236,8 @@ class FakePostHog:
                 value = self._rewrite_query(value)
             if name == "tags":
                 value = [] if self.drop_tags else sorted({t.strip().lower() for t in value})
+            if name == "description" and self.drop_descriptions:
+                value = ""
             row[name] = copy.deepcopy(value)
         if collection == "insight_variables":
             row["code_name"] = re.sub(r"[^a-z0-9]+", "_", row["name"].lower()).strip("_")

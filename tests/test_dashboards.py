@@ -682,3 +682,15 @@ def test_persons_in_hogql_are_quoted_literals(tmp_path: Path) -> None:
     tree = result["tree"]
     assert tree["node"] == "CompareOperation" and tree["op"] == "in"
     assert [c["value"] for c in tree["right"]["exprs"]] == persons
+
+
+def test_a_posthog_that_drops_our_markers_stops_apply_without_strays(
+    capsys: pytest.CaptureFixture[str], posthog: Any
+) -> None:
+    fake, url = posthog
+    fake.drop_tags = fake.drop_descriptions = True
+    for _ in range(2):  # and a rerun does not pile up objects either
+        code, _, err = run(capsys, "apply", *target(url))
+        assert code == 1 and err.count("\n") == 1
+        assert "did not keep otel-posthog's marker on the new dashboard 'user-journey'" in err
+        assert fake.live("dashboards") == []

@@ -292,6 +292,7 @@ class Engine:
                 if action.action == "create":
                     row = self._create(COLLECTION[kind], body, partial(self._find, obj))
                     action.id = row.get("id")
+                    self._check_marker(kind, obj.key, row)
                 elif action.action in ("update", "restore"):
                     if kind == "insight":
                         body["dashboards"] = self._keep_foreign(body, inv)
@@ -303,6 +304,30 @@ class Engine:
                 if action.action not in ("unchanged", "edited"):
                     self.log(f"{action.action} {kind} {obj.key} (id {action.id})")
         return actions + self._orphans(inv)
+
+    def _check_marker(self, kind: str, key: str, row: dict[str, Any]) -> None:
+        """Stop if PostHog did not keep our marker: a rerun could not find the object."""
+        if kind == "alert":
+            if "name" not in row:
+                return  # an answer without the field says nothing; the next read will tell
+            match = ALERT_MARK.search(str(row["name"] or ""))
+            kept = match is not None and match.group(1) == key
+        elif "description" not in row and "tags" not in row:
+            return
+        else:
+            owned = _owned(kind, row)
+            kept = owned is not None and owned[0] == key
+        if kept:
+            return
+        if kind == "alert":
+            self.client.delete("alerts", row.get("id"))
+        else:
+            self.client.update(COLLECTION[kind], row.get("id"), {"deleted": True})
+        raise ApiError(
+            f"PostHog did not keep otel-posthog's marker on the new {kind} {key!r} (its "
+            f"{'name' if kind == 'alert' else 'description and tags'}), so a rerun could not "
+            "find it; it was deleted again and apply stopped"
+        )
 
     def _keep_foreign(self, body: dict[str, Any], inv: Inventory) -> list[Any]:
         """The dashboards of an insight: ours as defined, plus any a user added it to."""
