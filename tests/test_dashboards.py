@@ -694,3 +694,9 @@ def test_a_posthog_that_drops_our_markers_stops_apply_without_strays(
         assert code == 1 and err.count("\n") == 1
         assert "did not keep otel-posthog's marker on the new dashboard 'user-journey'" in err
         assert fake.live("dashboards") == []
+
+
+def test_help_lists_the_dashboards_commands() -> None:
+    assert "dashboards" in cli.build_parser().format_help()
+    for name in ("apply", "plan", "destroy", "init"):
+        cli.build_parser().parse_args(["dashboards", name])
