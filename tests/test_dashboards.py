@@ -355,9 +355,10 @@ def test_objects_without_our_marker_survive_apply_and_destroy(
     monkeypatch.setattr(sys, "stdin", open(os.devnull))  # no terminal: destroy asks for --yes
     code, _, err = run(capsys, "destroy", *target(url))
     assert code == 2 and "--yes" in err
-    before = len(fake.writes)
+    before, asked = len(fake.writes), len(fake.requests)
     code, out, _ = run(capsys, "destroy", "--yes", *target(url))
     assert code == 0
+    assert not [r for r in fake.requests[asked:] if r[2] == "/api/users/@me/"]  # no need
     kinds = Counter(w for w in fake.writes[before:])
     assert kinds == {
         ("DELETE", "alerts"): N_ALERTS,

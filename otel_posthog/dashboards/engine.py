@@ -150,7 +150,8 @@ class Engine:
         self.restore = restore  # put back objects changed by hand (else: reported, left)
 
     # -- reading -----------------------------------------------------------------------
-    def inventory(self) -> Inventory:
+    def inventory(self, subscriber: bool = True) -> Inventory:
+        """Our objects in the project (and the key's user, the alerts' subscriber)."""
         inv = Inventory()
         for kind in ("dashboard", "insight", "cohort"):
             # every row, not `?search=`: which fields a search covers varies between versions
@@ -170,7 +171,7 @@ class Engine:
                 code = row.get("code_name")
                 if isinstance(code, str) and code in self.defs.variables:
                     inv.variables.setdefault(code, str(row.get("id")))
-        if self.defs.of("alert"):
+        if subscriber and self.defs.of("alert"):
             inv.user_id = self.client.me().get("id")
         return inv
 
@@ -353,7 +354,7 @@ class Engine:
 
     def _find(self, obj: Desired) -> dict[str, Any] | None:
         """Our object for ``obj`` if a create whose answer was lost did happen."""
-        fresh = Engine(self.client, self.defs).inventory()
+        fresh = Engine(self.client, self.defs).inventory(subscriber=False)
         found = fresh.found.get((obj.kind, obj.key))
         return found.row if found else None
 
@@ -380,7 +381,7 @@ class Engine:
         """Soft-delete our dashboards, insights and cohorts, delete our alerts; nothing else.
 
         A second object with one of our markers (a copy made in PostHog) is left alone."""
-        inv = self.inventory()
+        inv = self.inventory(subscriber=False)
         mine = list(inv.found.values())
         actions = []
         for kind in DESTROY_ORDER:
@@ -395,7 +396,7 @@ class Engine:
 
     def targets(self) -> list[Action]:
         """What destroy would delete (for the confirmation)."""
-        inv = self.inventory()
+        inv = self.inventory(subscriber=False)
         return [Action(f.kind, f.key, "delete", f.name, f.id) for f in inv.found.values()]
 
 
