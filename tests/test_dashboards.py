@@ -701,3 +701,18 @@ def test_help_lists_the_dashboards_commands() -> None:
     assert "dashboards" in cli.build_parser().format_help()
     for name in ("apply", "plan", "destroy", "init"):
         cli.build_parser().parse_args(["dashboards", name])
+
+
+def test_a_redirect_is_one_line_naming_where(capsys: pytest.CaptureFixture[str]) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import RedirectResponse
+    from starlette.routing import Route
+
+    async def moved(request: Any) -> RedirectResponse:
+        return RedirectResponse("https://eu.posthog.example" + request.url.path, 301)
+
+    app = Starlette(routes=[Route("/{path:path}", moved, methods=["GET", "POST", "PATCH"])])
+    with ThreadedServer(app) as server:
+        code, _, err = run(capsys, "plan", *target(server.url))
+    assert code == 1 and err.count("\n") == 1
+    assert "redirecting to https://eu.posthog.example/api/projects/1/" in err

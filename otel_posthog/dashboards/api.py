@@ -112,7 +112,13 @@ class Client:
         while True:
             try:
                 response = self._session.request(
-                    method, url, json=body, params=params, headers=headers, timeout=TIMEOUT_S
+                    method,
+                    url,
+                    json=body,
+                    params=params,
+                    headers=headers,
+                    timeout=TIMEOUT_S,
+                    allow_redirects=False,  # a redirected POST would become a GET
                 )
             except requests.RequestException as exc:
                 failures += 1
@@ -150,6 +156,12 @@ class Client:
                 return response.json()
             except ValueError:
                 raise ApiError(f"{method} {path}: PostHog's answer is not JSON") from None
+        if 300 <= status < 400:
+            where = response.headers.get("Location", "elsewhere")
+            raise ApiError(
+                f"PostHog answered {status} to {method} {path}, redirecting to {where}; "
+                "give that host with --host (the app host, e.g. https://us.posthog.com)"
+            )
         detail = _detail(response)
         if status == 401:
             raise ApiError(
