@@ -16,6 +16,8 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from otel_posthog import cli
 from otel_posthog.dashboards.api import app_host
@@ -716,3 +718,71 @@ def test_a_redirect_is_one_line_naming_where(capsys: pytest.CaptureFixture[str])
         code, _, err = run(capsys, "plan", *target(server.url))
     assert code == 1 and err.count("\n") == 1
     assert "redirecting to https://eu.posthog.example/api/projects/1/" in err
+
+
+# -- the shipped validator agrees with jsonschema -------------------------------------------
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 500)
+    | st.floats(allow_nan=False, allow_infinity=False, width=32)
+    | st.sampled_from(["", "event", "hour", "ActionsTable", "EventsNode", "total", "p95", "x"]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["kind", "event", "math", "x", "series"]), inner, max_size=3
+        )
+    ),
+    max_leaves=6,
+)
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [path]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out += _paths(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out += _paths(item, (*path, i))
+    return out
+
+
+_QUERIES = [i.query for i in load().of("insight")]
+_VALIDATORS: dict[str, Any] = {}
+
+
+@st.composite
+def mutated_queries(draw: Any) -> dict[str, Any]:
+    query = json.loads(json.dumps(draw(st.sampled_from(_QUERIES))))
+    path = draw(st.sampled_from(_paths(query)[1:]))
+    parent = query
+    for step in path[:-1]:
+        parent = parent[step]
+    action = draw(st.sampled_from(["replace", "add", "delete"]))
+    if action == "replace":
+        parent[path[-1]] = draw(_JSON)
+    elif action == "add" and isinstance(parent, dict):
+        parent[draw(st.sampled_from(["series", "seris", "display", "math", "name", "limit"]))] = (
+            draw(_JSON)
+        )
+    elif isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent.pop(path[-1])
+    return query
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_queries())
+def test_the_shipped_validator_agrees_with_jsonschema(query: dict[str, Any]) -> None:
+    kind = query.get("kind")
+    if not isinstance(kind, str) or kind not in definitions():
+        assert query_errors(query)
+        return
+    if kind not in _VALIDATORS:
+        schema = {"$ref": f"#/definitions/{kind}", "definitions": definitions()}
+        _VALIDATORS[kind] = jsonschema.Draft7Validator(schema)
+    assert _VALIDATORS[kind].is_valid(query) == (query_errors(query) == [])

@@ -150,9 +150,12 @@ class Validator:
         return []
 
     def _k_anyOf(self, value: Any, rule: list[Any], _s: Any, path: tuple) -> list[str]:
-        results = [self.errors(value, option, path) for option in rule]
-        if any(not r for r in results):
-            return []
+        results = []
+        for option in rule:
+            errors = self.errors(value, option, path)
+            if not errors:
+                return []
+            results.append(errors)
         return [_closest(results, path, "any of")]
 
     def _k_oneOf(self, value: Any, rule: list[Any], _s: Any, path: tuple) -> list[str]:
