@@ -132,6 +132,7 @@ def test_shipped_definitions_compile_and_every_query_matches_posthogs_schema() -
     assert by_key["request-funnel"].dashboards == ["api-performance"]
     request_funnel = (by_key["request-funnel"].query or {})["source"]["funnelsFilter"]
     assert request_funnel["funnelAggregateByHogQL"] == "properties.request_id"
+    assert "(user_12345)" in by_key["watched-person-errors"].description  # settings in text
     persons = by_key["watched-person-errors"].query or {}
     assert persons["source"]["properties"][0]["key"] == "distinct_id IN ('user_12345')"
     assert {a.key for a in defs.of("alert")} == {
@@ -140,6 +141,7 @@ def test_shipped_definitions_compile_and_every_query_matches_posthogs_schema() -
         "repeated-request-errors",
     }
     journey = [c for c in defs.of("cohort") if c.key == "successful-journey"][0]
+    assert "in the last 30 days" in journey.description
     values = (journey.filters or {})["properties"]["values"][0]["values"]
     assert [(v["key"], v["negation"]) for v in values] == [
         ("signup_completed", False),

@@ -5,6 +5,10 @@ A definitions file is JSON (``definitions.json`` beside this module is the shipp
 ``cohorts`` maps keyed by a definition key (the key is the object's identity in PostHog).
 Everything is checked before anything is sent: a bad definition raises ``DefinitionError``
 naming the key, and every compiled query is validated against PostHog's query schema.
+
+Settings fill in the rest of the file: a string ``"${name}"`` becomes the setting's value
+(any JSON); ``${name}`` inside a longer string its text (a list as ``a, b``); and
+``${hogql:name}`` a HogQL literal (a string quoted and escaped, a list as a tuple).
 """
 
 from __future__ import annotations
@@ -126,7 +130,7 @@ def _hogql_literal(value: Any) -> str:
 
 
 def substitute(value: Any, settings: dict[str, Any], source: str, where: str) -> Any:
-    """``value`` with every ``${setting}`` filled in (see the module docstring)."""
+    """``value`` with every ``${setting}`` filled in (the rules: the module docstring)."""
     if isinstance(value, dict):
         return {
             k: substitute(v, settings, source, f"{where}.{k}")
@@ -155,6 +159,8 @@ def substitute(value: Any, settings: dict[str, Any], source: str, where: str) ->
                 return _hogql_literal(found)
             except ValueError as exc:
                 raise _fail(source, where, f"setting {match.group(2)!r}: {exc}") from None
+        if isinstance(found, list) and all(isinstance(v, (str, int, float)) for v in found):
+            return ", ".join(str(v) for v in found)
         if isinstance(found, (dict, list)) or found is None:
             raise _fail(source, where, f"setting {match.group(2)!r} is not text or a number")
         return str(found).lower() if isinstance(found, bool) else str(found)
@@ -248,7 +254,8 @@ def with_variables(query: dict[str, Any], names: list[str], ids: dict[str, str])
 def _compile_insight(key: str, raw: Any, ctx: dict[str, Any], source: str) -> Desired:
     where = f"insights.{key}"
     entry = _entry(raw, source, where, {"name": str, "query": dict}, {"description": str})
-    query = substitute(entry["query"], ctx["settings"], source, f"{where}.query")
+    entry = substitute(entry, ctx["settings"], source, where)
+    query = entry["query"]
     kind = query.get("kind")
     if kind not in INSIGHT_KINDS:
         raise _fail(source, f"{where}.query.kind", f"must be one of {', '.join(INSIGHT_KINDS)}")
@@ -378,6 +385,7 @@ def compile_definitions(raw: Any, source: str = "definitions") -> Definitions:
     for key, value in dashboards.items():
         where = f"dashboards.{key}"
         entry = _entry(value, source, where, {"name": str, "tiles": list}, {"description": str})
+        entry = substitute(entry, settings, source, where)
         for i, tile in enumerate(entry["tiles"]):
             if not isinstance(tile, str):
                 raise _fail(source, f"{where}.tiles[{i}]", "must be an insight key")
