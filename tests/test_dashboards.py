@@ -503,6 +503,9 @@ def test_settings_errors_are_one_line(
     monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", FakePostHog.key)
     code, _, err = run(capsys, "plan", "--project-id", "abc")
     assert code == 2 and "must be a number" in err
+    monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", "phc_project_key_123")
+    code, _, err = run(capsys, "plan", "--project-id", "1")
+    assert code == 2 and "project API key" in err and "phc_project_key_123" not in err
 
 
 def test_an_unreachable_host_is_one_line(

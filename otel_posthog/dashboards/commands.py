@@ -81,6 +81,11 @@ def _connect(args: argparse.Namespace) -> tuple[Any, Any]:
     key = os.environ.get(KEY_ENV, "").strip()
     if not key:
         raise UsageError(f"set {KEY_ENV} to a personal API key (phx_...)")
+    if key.startswith("phc_"):
+        raise UsageError(
+            f"{KEY_ENV} holds a project API key (phc_...), which only sends events; "
+            "dashboards needs a personal API key (phx_...)"
+        )
     project = (args.project_id or os.environ.get(PROJECT_ENV, "")).strip()
     if not project:
         raise UsageError(f"set {PROJECT_ENV} or --project-id to the project's id")
