@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "otel_posthog.sink.commands",  # sink, journey, slow, errors
     "otel_posthog.demo",  # demo
     "otel_posthog.receiver.cli",  # receive
+    "otel_posthog.dashboards.commands",  # dashboards apply | plan | destroy | init
 ]
 
 
