@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from . import webview
+from . import dashboards_view, webview
 from .capture import AuthError, CaptureError, decode_body, normalise
 from .store import EventStore
 
@@ -60,8 +60,14 @@ def _cors(request: Request, response: Response) -> Response:
     return response
 
 
-def create_app(store: EventStore, api_key: str | None, faults: Faults | None = None) -> Starlette:
-    """The sink's ASGI app. ``api_key=None`` accepts any key."""
+def create_app(
+    store: EventStore,
+    api_key: str | None,
+    faults: Faults | None = None,
+    personal_api_key: str | None = None,
+) -> Starlette:
+    """The sink's ASGI app. ``api_key=None`` accepts any key; ``personal_api_key`` guards
+    the REST API for dashboards (one is made up when None)."""
     faults = faults or Faults()
     stats = {"requests": 0, "rejected": 0, "received": 0, "stored": 0}
 
@@ -168,7 +174,10 @@ def create_app(store: EventStore, api_key: str | None, faults: Faults | None = N
         Route("/_sink/stats", sink_stats),
     ]
     routes += webview.routes(store)
+    dashboard_routes, dashboards = dashboards_view.mount(store, personal_api_key)
+    routes += dashboard_routes
     app = Starlette(routes=routes)
+    app.state.dashboards = dashboards
     app.state.store = store
     app.state.faults = faults
     app.state.stats = stats
