@@ -55,7 +55,7 @@ def _page(title: str, body: str) -> Response:
     html = (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{e(title)}</title>"
-        "<link rel='stylesheet' href='/_sink/dashboards.css'>"
+        "<link rel='icon' href='data:,'><link rel='stylesheet' href='/_sink/dashboards.css'>"
         "<script src='/_sink/dashboards.js' defer></script></head>"
         f"<body data-loaded='1'>{body}</body></html>"
     )
