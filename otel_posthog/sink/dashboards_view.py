@@ -14,6 +14,7 @@ import re
 from datetime import datetime, timezone
 from html import escape
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -94,10 +95,13 @@ def routes(store: EventStore, api: Api) -> list[Route]:
                 "(<code>otel-posthog dashboards apply --host ...</code>).</p>"
             )
         parts.append("<ul id='dashboards'>")
+        person = request.query_params.get("person") or ""
+        suffix = "?" + urlencode({"person": person}) if person else ""
         for d in dashboards:
             count = len([t for t in api.tiles_of(d["id"]) if api.render_tile(t)])
+            href = f"/dashboards/{d['id']}{suffix}"
             parts.append(
-                f"<li data-id='{e(d['id'])}'><a href='/dashboards/{e(d['id'])}'>{e(d.get('name'))}"
+                f"<li data-id='{e(d['id'])}'><a href='{e(href)}'>{e(d.get('name'))}"
                 f"</a> <span class='muted'>{count} tiles</span>"
                 f"<p class='muted'>{e(_clean(d.get('description')))}</p></li>"
             )
@@ -117,7 +121,7 @@ def routes(store: EventStore, api: Api) -> list[Route]:
         parts = [
             f"<header><h1 id='title'>{e(found.get('name'))}</h1>",
             "<nav><a href='/dashboards'>all dashboards</a> · "
-            f"<a href='/?user={e(person)}'>events</a></nav></header>",
+            f"<a href='/?{e(urlencode({'user': person}))}'>events</a></nav></header>",
             f"<p class='muted'>{e(_clean(found.get('description')))}</p>",
             _person_form(store, person),
             "<section id='tiles'>",
