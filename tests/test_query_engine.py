@@ -351,3 +351,89 @@ def test_hostile_hogql_is_refused_and_never_executed(sink: LocalSink) -> None:
         with pytest.raises(sqlite3.DatabaseError):
             sink.store.select(statement, {}, query_engine.prepare)
     assert sink.store.count() == before == len(EVENTS)
+
+
+def test_more_hogql_functions_and_clauses(sink: LocalSink) -> None:
+    query = sql(
+        "SELECT DISTINCT lower(event) AS name, if(properties.status_code >= 500, 'bad', 'ok') "
+        "AS verdict, coalesce(properties.endpoint, '-') AS endpoint, "
+        "concat(event, ':', toString(properties.status_code)) AS label, "
+        "round(properties.response_time_ms / 7, 1) AS sevenths, "
+        "dateDiff('second', timestamp, now()) > 0 AS past, "
+        "toStartOfDay(timestamp) = toStartOfDay(now() - INTERVAL 30 MINUTE) OR "
+        "toStartOfDay(timestamp) = toStartOfDay(now()) AS today_or_so "
+        "FROM events WHERE properties.response_time_ms BETWEEN 7 AND 45 "
+        "AND properties.error_type IS NULL AND event ILIKE 'API_%' ORDER BY sevenths",
+        None,
+    )
+    result = run(sink, query)
+    assert result["kind"] == "table", result
+    assert result["rows"] == [
+        ["api_request", "bad", "/api/fail", "api_request:500", 1.0, 1, 1],
+        ["api_request", "ok", "/api/popular/movies", "api_request:200", 4.3, 1, 1],
+        ["api_request", "ok", "/api/chat/messages", "api_request:200", 6.4, 1, 1],
+    ]
+    having = sql(
+        "SELECT distinct_id, count() AS n, uniq(properties.request_id) AS requests, "
+        "toStartOfMonth(min(timestamp)) AS month, toStartOfWeek(max(timestamp)) AS week "
+        "FROM events WHERE timestamp > now() - INTERVAL 1 DAY "
+        "GROUP BY distinct_id HAVING count() > 2 ORDER BY n DESC",
+        None,
+    )
+    rows = run(sink, having)["rows"]
+    assert [r[:3] for r in rows] == [["user_12345", 10, 4]]
+    assert rows[0][3].endswith("-01T00:00:00+00:00") and rows[0][4].endswith("T00:00:00+00:00")
+
+
+def test_property_operators_and_session_math(sink: LocalSink) -> None:
+    def count(*filters: dict[str, Any], math: str = "total") -> Any:
+        node = {"kind": "EventsNode", "event": "api_request", "math": math}
+        return list(values(run(sink, trends(series=[node], properties=list(filters)))).values())
+
+    def f(op: str, key: str = "endpoint", value: Any = None) -> dict[str, Any]:
+        return {"key": key, "type": "event", "operator": op, "value": value}
+
+    assert count(f("icontains", value="CHAT")) == [3]
+    assert count(f("not_icontains", value="chat")) == [2]
+    assert count(f("exact", value=["/api/fail", "/api/chat/send"])) == [2]
+    assert count(f("is_not", value="/api/fail")) == [4]
+    assert count(f("is_set", key="error_type")) == []  # no api_request has one: no series
+    assert count(f("is_not_set", key="error_type"), f("lte", "status_code", 200)) == [4]
+    assert count({"type": "hogql", "key": "properties.status_code = 500"}) == [1]
+    assert count(math="unique_session") == [0]  # none of these has a $session_id
+
+
+def test_date_strings(sink: LocalSink) -> None:
+    from otel_posthog.sink.query_engine import parse_date
+
+    now = datetime(2026, 3, 31, 15, 30, tzinfo=timezone.utc)
+    assert parse_date("-7d", now) == datetime(2026, 3, 24, tzinfo=timezone.utc)
+    assert parse_date("-24h", now) == datetime(2026, 3, 30, 15, 30, tzinfo=timezone.utc)
+    assert parse_date("-1w", now) == datetime(2026, 3, 24, tzinfo=timezone.utc)
+    assert parse_date("-1m", now) == datetime(2026, 2, 28, tzinfo=timezone.utc)
+    assert parse_date("-3m", now) == datetime(2025, 12, 31, tzinfo=timezone.utc)
+    assert parse_date("dStart", now) == datetime(2026, 3, 31, tzinfo=timezone.utc)
+    assert parse_date("mStart", now) == datetime(2026, 3, 1, tzinfo=timezone.utc)
+    assert parse_date("all", now) is None
+    assert parse_date("2026-01-02", now) == datetime(2026, 1, 2, tzinfo=timezone.utc)
+    end = parse_date("2026-01-02", now, end=True)
+    assert end is not None and end.date().isoformat() == "2026-01-02" and end.hour == 23
+    everything = trends(
+        series=[{"kind": "EventsNode", "event": "old"}], dateRange={"date_from": "all"}
+    )
+    assert list(values(run(sink, everything)).values()) == [1]  # the 40-day-old event
+    bad = trends(series=[{"kind": "EventsNode"}], dateRange={"date_from": "last tuesday"})
+    assert run(sink, bad)["kind"] == "not_computed"
+
+
+def test_a_statement_past_its_deadline_is_ended(
+    sink: LocalSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otel_posthog.sink import store
+
+    monkeypatch.setattr(store, "SELECT_DEADLINE_S", -1.0)
+    monkeypatch.setattr(store, "SELECT_CHECK_EVERY", 1)
+    result = run(sink, sql("SELECT count() FROM events", None))
+    assert result["kind"] == "not_computed" and "interrupted" in result["reason"]
+    monkeypatch.undo()
+    assert run(sink, sql("SELECT count() FROM events", None))["rows"] == [[len(EVENTS)]]

@@ -218,3 +218,16 @@ def test_banner_prints_the_apply_line(tmp_path: Path) -> None:
         f"POSTHOG_PERSONAL_API_KEY={key} otel-posthog dashboards apply --host {url} --project-id 1"
     )
     assert line in text and f"{url}/dashboards" in text
+
+
+def test_only_loopback_clients(sink: LocalSink) -> None:
+    from starlette.testclient import TestClient
+
+    # starlette's test client is not a loopback address: the API refuses it, key or not
+    with TestClient(sink.app) as client:
+        headers = {"Authorization": f"Bearer {sink.personal_api_key}"}
+        resp = client.get("/api/projects/1/dashboards/", headers=headers)
+        assert resp.status_code == 403 and resp.json()["code"] == "permission_denied"
+        assert (
+            client.post("/api/projects/1/dashboards/", json={}, headers=headers).status_code == 403
+        )

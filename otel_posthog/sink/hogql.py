@@ -645,6 +645,8 @@ class Compiler:
             return f"({self.expr(e.operand, scope)} IS {'NOT ' if e.negated else ''}NULL)"
         if isinstance(e, Between):
             x, lo, hi = (self.expr(v, scope) for v in (e.operand, e.low, e.high))
+            if _is_number(e.low) and _is_number(e.high) and not _is_number(e.operand):
+                x = f"hq_num({x})"
             return f"({x} {'NOT ' if e.negated else ''}BETWEEN {lo} AND {hi})"
         if isinstance(e, InExpr):
             return self.in_expr(e, scope)

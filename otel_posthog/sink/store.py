@@ -35,6 +35,7 @@ CREATE INDEX IF NOT EXISTS events_session ON events (session_id);
 CREATE INDEX IF NOT EXISTS events_name ON events (event, timestamp);
 """
 SELECT_DEADLINE_S = 5.0
+SELECT_CHECK_EVERY = 10000  # SQLite VM steps between deadline checks
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,9 @@ class EventStore:
         with self._lock:
             prepare(self._conn)
             self._conn.set_authorizer(_read_events_only)
-            self._conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10000)
+            self._conn.set_progress_handler(
+                lambda: int(time.monotonic() > deadline), SELECT_CHECK_EVERY
+            )
             try:
                 return self._conn.execute(sql, params).fetchall()
             finally:
