@@ -169,6 +169,19 @@ def sink() -> Iterator[LocalSink]:
             insight = {"name": title, "query": query, "dashboards": [dash.json()["id"]]}
             resp = requests.post(base + "insights/", json=insight, headers=headers, timeout=5)
             assert resp.status_code == 201, resp.text
+            if title == "Slow requests by endpoint":
+                alert = {
+                    "name": "otel-posthog: slow requests",
+                    "insight": resp.json()["id"],
+                    "subscribed_users": [1],
+                    "threshold": {"configuration": {"type": "absolute", "bounds": {"upper": 5}}},
+                    "condition": {"type": "absolute_value"},
+                    "calculation_interval": "hourly",
+                }
+                made = requests.post(base + "alerts/", json=alert, headers=headers, timeout=5)
+                assert made.status_code == 201, made.text
+    cohort = {"name": "Persons with <i>slow</i> requests", "filters": {"properties": {}}}
+    assert requests.post(base + "cohorts/", json=cohort, headers=headers, timeout=5).ok
     yield server
     server.stop()
 
@@ -222,6 +235,21 @@ def open_dashboard(browser: Any, sink: LocalSink, name: str, person: str = "") -
     return view
 
 
+def test_list_with_alerts_and_cohorts(sink: LocalSink, browser: Any) -> None:
+    view = View(browser, sink.url + "/dashboards?person=user_12345")
+    links = view.page.locator("#dashboards a")
+    assert links.all_inner_texts() == list(DASHBOARDS)
+    hrefs = links.evaluate_all("as => as.map(a => a.getAttribute('href'))")
+    assert all(h.endswith("?person=user_12345") for h in hrefs)
+    assert view.page.locator("#alerts li").all_inner_texts() == [
+        "otel-posthog: slow requests on Slow requests by endpoint: upper 5, hourly"
+    ]
+    assert view.page.locator("#cohorts li strong").all_inner_texts() == [
+        "Persons with <i>slow</i> requests"
+    ]
+    assert view.errors == []
+
+
 def test_list_and_user_journey_timeline(sink: LocalSink, browser: Any) -> None:
     view = open_dashboard(browser, sink, "User Journey Timeline", person="user_12345")
     assert view.page.inner_text("#title") == "User Journey Timeline"
@@ -252,6 +280,7 @@ def test_list_and_user_journey_timeline(sink: LocalSink, browser: Any) -> None:
 def test_api_performance_numbers(sink: LocalSink, browser: Any) -> None:
     view = open_dashboard(browser, sink, "API Performance by User", person="user_12345")
     assert view.series("Slow requests by endpoint") == {"/api/chat/send": "1"}
+    assert view.page.locator("#alerts li").count() == 1
     bars = view.tile("Slow requests by endpoint").locator(".bar-row")
     assert bars.all_inner_texts() == ["/api/chat/send\n1"]
     response = view.series("Response time")

@@ -8,6 +8,7 @@ cover everyone, as in PostHog. Alerts and cohorts are listed: evaluating them is
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -112,10 +113,17 @@ def routes(store: EventStore, api: Api) -> list[Route]:
 
     async def dashboard(request: Request) -> Response:
         raw = request.path_params["dashboard_id"]
+        person = request.query_params.get("person") or ""
+        # computing the tiles reads SQLite: off the event loop, so capture keeps going
+        title, body = await asyncio.get_running_loop().run_in_executor(
+            None, dashboard_body, raw, person
+        )
+        return _page(title, body)
+
+    def dashboard_body(raw: str, person: str) -> tuple[str, str]:
         found = api.objects.get("dashboard", raw) if raw.isdigit() else None
         if found is None or found.get("deleted"):
-            return _page("Not found", "<h1>No such dashboard</h1><a href='/dashboards'>all</a>")
-        person = request.query_params.get("person") or ""
+            return "Not found", "<h1>No such dashboard</h1><a href='/dashboards'>all</a>"
         now = datetime.now(timezone.utc)
         tiles = sorted(api.tiles_of(found["id"]), key=_tile_order)
         parts = [
@@ -131,7 +139,7 @@ def routes(store: EventStore, api: Api) -> list[Route]:
         parts.append("</section>")
         insight_ids = {t.get("insight") for t in tiles}
         parts.append(_alerts_section(api, insight_ids))
-        return _page(str(found.get("name") or "Dashboard"), "".join(parts))
+        return str(found.get("name") or "Dashboard"), "".join(parts)
 
     async def script(request: Request) -> Response:
         return _asset("dashboards.js", "application/javascript")
