@@ -437,3 +437,32 @@ def test_a_statement_past_its_deadline_is_ended(
     assert result["kind"] == "not_computed" and "interrupted" in result["reason"]
     monkeypatch.undo()
     assert run(sink, sql("SELECT count() FROM events", None))["rows"] == [[len(EVENTS)]]
+
+
+def test_persons_merged_by_identify_as_in_posthog() -> None:
+    """posthog-js' anonymous page view and the identified API calls are one person."""
+    events = [
+        ev(0, "$pageview", person="anon-1"),
+        ev(1, "$identify", person="user_a", **{"$anon_distinct_id": "anon-1"}),
+        req(2, "r1", "/api/x", 5, person="user_a"),
+        ev(3, "$pageview", person="anon-2"),  # never identified: a person of its own
+    ]
+    with LocalSink() as server:
+        body = {"api_key": server.api_key, "batch": events}
+        assert requests.post(server.url + "/batch/", json=body, timeout=5).ok
+        steps = [
+            {"kind": "EventsNode", "event": "$pageview"},
+            {"kind": "EventsNode", "event": "api_request"},
+        ]
+        funnel = {"kind": "InsightVizNode", "source": {"kind": "FunnelsQuery", "series": steps}}
+        result = run(server, funnel)
+        assert [s["count"] for s in result["steps"]] == [2, 1]
+        dau = trends(series=[{"kind": "EventsNode", "event": None, "math": "dau"}])
+        assert list(values(run(server, dau)).values()) == [2]
+        people = sql(
+            "SELECT person_id, count() AS n FROM events GROUP BY person_id ORDER BY n DESC", None
+        )
+        assert run(server, people)["rows"] == [["user_a", 3], ["anon-2", 1]]
+        # distinct_id itself stays what the event carried
+        ids = sql("SELECT DISTINCT distinct_id FROM events ORDER BY distinct_id", None)
+        assert run(server, ids)["rows"] == [["anon-1"], ["anon-2"], ["user_a"]]

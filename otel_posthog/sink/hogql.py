@@ -4,9 +4,10 @@ Supported: ``SELECT [DISTINCT] expr [AS alias], ... FROM events [WHERE] [GROUP B
 [ORDER BY ... ASC|DESC] [LIMIT n [OFFSET m]]``; comparisons, ``AND``/``OR``/``NOT``, ``IN``
 (a list or a one-column sub-select over events), ``LIKE``/``ILIKE``, ``IS [NOT] NULL``,
 arithmetic, ``INTERVAL n unit``; the columns ``event``, ``distinct_id``, ``timestamp``,
-``uuid``, ``properties.x`` (and ``person_id``/``person``, which on the sink are the
-distinct_id); placeholders ``{variables.name}`` and ``{filters}``; a whitelist of functions
-(:data:`FUNCTIONS`, :data:`AGGREGATES`). Anything else raises :class:`NotComputed`.
+``uuid``, ``properties.x`` (and ``person_id``/``person``: on the sink, the distinct_id a
+``$identify`` merged it into, else the distinct_id); placeholders ``{variables.name}`` and
+``{filters}``; a whitelist of functions (:data:`FUNCTIONS`, :data:`AGGREGATES`). Anything
+else raises :class:`NotComputed`.
 
 No text of the query reaches SQL: literals, property names and variable values are bound
 parameters, column and function names come from fixed tables, and aliases are generated.
@@ -521,9 +522,9 @@ COLUMNS = {
     "distinct_id": "distinct_id",
     "timestamp": "timestamp",
     "uuid": "uuid",
-    "person_id": "distinct_id",
-    "person": "distinct_id",
-    "person_display_name": "distinct_id",
+    "person_id": "hq_person(distinct_id)",
+    "person": "hq_person(distinct_id)",
+    "person_display_name": "hq_person(distinct_id)",
     "created_at": "received_at",
 }
 AGGREGATES = {"count", "countif", "sum", "avg", "min", "max", "quantile", "median", "uniq"}

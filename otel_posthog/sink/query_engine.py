@@ -11,11 +11,11 @@ with its reason, never a guess.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import sqlite3
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -90,17 +90,56 @@ def _like(value: Any, pattern: Any) -> int | None:
     return int(rx.fullmatch(str(value)) is not None)
 
 
-def prepare(conn: sqlite3.Connection) -> None:
-    conn.create_function("hq_num", 1, _num, deterministic=True)
-    conn.create_function("hq_like", 2, _like, deterministic=True)
-    conn.create_aggregate("hq_quantile", 2, _Quantile)  # type: ignore[arg-type]
+def preparer(persons: Mapping[str, str]) -> Callable[[sqlite3.Connection], None]:
+    """Registers the SQL functions; ``hq_person(distinct_id)`` is the person a distinct_id
+    was merged into by ``$identify`` (``persons``), else the distinct_id itself."""
+
+    def person(distinct_id: Any) -> Any:
+        return persons.get(distinct_id, distinct_id) if isinstance(distinct_id, str) else None
+
+    def prepare(conn: sqlite3.Connection) -> None:
+        conn.create_function("hq_num", 1, _num, deterministic=True)
+        conn.create_function("hq_like", 2, _like, deterministic=True)
+        conn.create_function("hq_person", 1, person, deterministic=True)
+        conn.create_aggregate("hq_quantile", 2, _Quantile)  # type: ignore[arg-type]
+
+    return prepare
 
 
-def run_sql(store: EventStore, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    try:
-        return store.select(sql, params, prepare)
-    except sqlite3.DatabaseError as exc:
-        raise NotComputed(f"the local query failed: {exc}") from None
+prepare = preparer({})
+MERGES = (
+    "SELECT distinct_id, json_extract(properties, '$.\"$anon_distinct_id\"') FROM events "
+    "WHERE event = '$identify'"
+)
+
+
+def persons_of(store: EventStore) -> dict[str, str]:
+    """anonymous distinct_id -> the identified one, as PostHog merges persons on $identify."""
+    merged: dict[str, str] = {}
+    for did, anon in store.select(MERGES, {}, prepare):
+        if isinstance(anon, str) and anon and anon != did:
+            merged[anon] = str(did)
+    for anon in list(merged):  # follow chains (anon -> id -> later id), bounded
+        seen = {anon}
+        while merged[anon] in merged and merged[anon] not in seen and len(seen) < 10:
+            seen.add(merged[anon])
+            merged[anon] = merged[merged[anon]]
+    return merged
+
+
+@dataclass
+class Ctx:
+    """One computation: the store, its person merges, a fixed clock."""
+
+    store: EventStore
+    persons: Mapping[str, str]
+    now: datetime
+
+    def run(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        try:
+            return self.store.select(sql, params, preparer(self.persons))
+        except sqlite3.DatabaseError as exc:
+            raise NotComputed(f"the local query failed: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -294,33 +333,37 @@ def compute(
     now: datetime | None = None,
 ) -> Result:
     """The tile's result, or ``{"kind": "not_computed", "reason": ...}``."""
-    now = now or datetime.now(timezone.utc)
     try:
-        if not isinstance(query, dict):
-            raise NotComputed("the insight has no query")
-        kind = query.get("kind")
-        source = query.get("source")
-        if kind in ("InsightVizNode", "DataTableNode", "DataVisualizationNode"):
-            if not isinstance(source, dict):
-                raise NotComputed(f"{kind} without a source")
-            skind = source.get("kind")
-            if kind == "InsightVizNode" and skind == "TrendsQuery":
-                return trends(store, source, now)
-            if kind == "InsightVizNode" and skind == "FunnelsQuery":
-                return funnel(store, source, now)
-            if kind == "DataTableNode" and skind == "EventsQuery":
-                return events_query(store, source, now)
-            if kind in ("DataTableNode", "DataVisualizationNode") and skind == "HogQLQuery":
-                return hogql_query(store, source, variables or {}, now, query)
-            raise NotComputed(f"{kind} with {skind} is not computed locally")
-        if kind in ("TrendsQuery", "FunnelsQuery", "HogQLQuery", "EventsQuery"):
-            wrapper = (
-                "InsightVizNode" if kind in ("TrendsQuery", "FunnelsQuery") else "DataTableNode"
-            )
-            return compute(store, {"kind": wrapper, "source": query}, variables, now)
-        raise NotComputed(f"{kind} is not computed locally")
+        ctx = Ctx(store, persons_of(store), now or datetime.now(timezone.utc))
+        return _compute(ctx, query, variables or {})
     except NotComputed as exc:
         return {"kind": "not_computed", "reason": str(exc)}
+    except sqlite3.DatabaseError as exc:
+        return {"kind": "not_computed", "reason": f"the local query failed: {exc}"}
+
+
+def _compute(ctx: Ctx, query: Any, variables: Mapping[str, Any]) -> Result:
+    if not isinstance(query, dict):
+        raise NotComputed("the insight has no query")
+    kind = query.get("kind")
+    source = query.get("source")
+    if kind in ("InsightVizNode", "DataTableNode", "DataVisualizationNode"):
+        if not isinstance(source, dict):
+            raise NotComputed(f"{kind} without a source")
+        skind = source.get("kind")
+        if kind == "InsightVizNode" and skind == "TrendsQuery":
+            return trends(ctx, source)
+        if kind == "InsightVizNode" and skind == "FunnelsQuery":
+            return funnel(ctx, source)
+        if kind == "DataTableNode" and skind == "EventsQuery":
+            return events_query(ctx, source)
+        if kind in ("DataTableNode", "DataVisualizationNode") and skind == "HogQLQuery":
+            return hogql_query(ctx, source, variables, query)
+        raise NotComputed(f"{kind} with {skind} is not computed locally")
+    if kind in ("TrendsQuery", "FunnelsQuery", "HogQLQuery", "EventsQuery"):
+        wrapper = "InsightVizNode" if kind in ("TrendsQuery", "FunnelsQuery") else "DataTableNode"
+        return _compute(ctx, {"kind": wrapper, "source": query}, variables)
+    raise NotComputed(f"{kind} is not computed locally")
 
 
 # ---------------------------------------------------------------------------------------
@@ -328,23 +371,20 @@ def compute(
 
 
 def hogql_query(
-    store: EventStore,
-    source: dict[str, Any],
-    values: Mapping[str, Any],
-    now: datetime,
-    node: dict[str, Any],
+    ctx: Ctx, source: dict[str, Any], values: Mapping[str, Any], node: dict[str, Any]
 ) -> Result:
     text = source.get("query")
     if not isinstance(text, str):
         raise NotComputed("HogQLQuery without a query")
-    compiler = hogql.Compiler(hogql.variable_resolver(source, values), now)
+    compiler = hogql.Compiler(hogql.variable_resolver(source, values), ctx.now)
     sql, names = compiler.select(hogql.parse_select(text))
-    rows = run_sql(store, sql, compiler.params)
+    rows = ctx.run(sql, compiler.params)
     display = node.get("display") if node.get("kind") == "DataVisualizationNode" else None
     return {"kind": "table", "columns": names, "rows": [list(r) for r in rows], "display": display}
 
 
-def events_query(store: EventStore, source: dict[str, Any], now: datetime) -> Result:
+def events_query(ctx: Ctx, source: dict[str, Any]) -> Result:
+    now = ctx.now
     for unsupported in ("actionId", "personId", "source", "fixedProperties"):
         if source.get(unsupported):
             raise NotComputed(f"EventsQuery {unsupported} is not computed locally")
@@ -402,7 +442,7 @@ def events_query(store: EventStore, source: dict[str, Any], now: datetime) -> Re
         sql += " ORDER BY timestamp DESC"
     limit = min(int(source.get("limit") or 100), hogql.MAX_ROWS)
     sql += f" LIMIT {limit} OFFSET {max(int(source.get('offset') or 0), 0)}"
-    rows = run_sql(store, sql, compiler.params)
+    rows = ctx.run(sql, compiler.params)
     return {"kind": "table", "columns": names, "rows": [list(r) for r in rows], "display": None}
 
 
@@ -417,7 +457,7 @@ def _math_sql(compiler: hogql.Compiler, node: dict[str, Any]) -> str:
     if math_type == "total":
         return "COUNT(*)"
     if math_type == "dau":
-        return "COUNT(DISTINCT distinct_id)"
+        return "COUNT(DISTINCT hq_person(distinct_id))"
     if math_type == "unique_session":
         return "COUNT(DISTINCT json_extract(properties, '$.\"$session_id\"'))"
     if math_type in PROPERTY_MATH:
@@ -476,7 +516,8 @@ def _series_label(node: dict[str, Any], i: int) -> str:
     return str(name)
 
 
-def trends(store: EventStore, source: dict[str, Any], now: datetime) -> Result:
+def trends(ctx: Ctx, source: dict[str, Any]) -> Result:
+    now = ctx.now
     if source.get("aggregation_group_type_index") is not None:
         raise NotComputed("group aggregation is not computed locally")
     tf = source.get("trendsFilter") or {}
@@ -495,7 +536,7 @@ def trends(store: EventStore, source: dict[str, Any], now: datetime) -> Result:
     start = parse_date(date_range.get("date_from") or "-7d", now)
     end = parse_date(date_range.get("date_to"), now, end=True) or now
     if start is None:
-        start = _first_event(store) or now
+        start = _first_event(ctx) or now
     labels = _buckets(start, end, interval)
     index = {hogql.iso(b): i for i, b in enumerate(labels)}
     out_series = []
@@ -514,9 +555,9 @@ def trends(store: EventStore, source: dict[str, Any], now: datetime) -> Result:
         bd = breakdown or "NULL"
         # per bucket, then over the whole range (what a bar-value, pie or number shows)
         sql = f"SELECT {_bucket_sql(interval)}, {bd}, {agg} FROM events{cond} GROUP BY 1, 2"
-        rows = run_sql(store, sql, compiler.params)
+        rows = ctx.run(sql, compiler.params)
         sql = f"SELECT {bd}, {agg} FROM events{cond} GROUP BY 1"
-        totals = {r[0]: r[1] for r in run_sql(store, sql, compiler.params)}
+        totals = {r[0]: r[1] for r in ctx.run(sql, compiler.params)}
         per: dict[Any, list[Any]] = {}
         for bucket, value, metric in rows:
             data = per.setdefault(value, [0 if agg.startswith("COUNT") else None] * len(labels))
@@ -545,8 +586,8 @@ def trends(store: EventStore, source: dict[str, Any], now: datetime) -> Result:
     }
 
 
-def _first_event(store: EventStore) -> datetime | None:
-    rows = run_sql(store, "SELECT MIN(timestamp) FROM events", {})
+def _first_event(ctx: Ctx) -> datetime | None:
+    rows = ctx.run("SELECT MIN(timestamp) FROM events", {})
     if not rows or rows[0][0] is None:
         return None
     return datetime.fromisoformat(str(rows[0][0]))
@@ -558,7 +599,8 @@ def _first_event(store: EventStore) -> datetime | None:
 WINDOW_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 
 
-def funnel(store: EventStore, source: dict[str, Any], now: datetime) -> Result:
+def funnel(ctx: Ctx, source: dict[str, Any]) -> Result:
+    now = ctx.now
     ff = source.get("funnelsFilter") or {}
     if source.get("aggregation_group_type_index") is not None:
         raise NotComputed("group aggregation is not computed locally")
@@ -598,9 +640,9 @@ def funnel(store: EventStore, source: dict[str, Any], now: datetime) -> Result:
         if node.get("event") is not None:
             conds.insert(0, f"event = {compiler.bind(str(node['event']))}")
         matches.append(" AND ".join(conds) if conds else "1")
-    actor = "distinct_id"
+    actor = "hq_person(distinct_id)"  # persons merged by $identify, as PostHog's
     by = ff.get("funnelAggregateByHogQL")
-    if by and by not in ("person_id", "distinct_id"):
+    if by and by not in ("person_id", "person.id"):
         expr, _ = hogql.parse_expr(str(by))
         actor = compiler.expr(expr, hogql.Scope())
     where = _range_sql(compiler, start, end)
@@ -611,7 +653,7 @@ def funnel(store: EventStore, source: dict[str, Any], now: datetime) -> Result:
         + " AND ".join(where + [f"{actor} IS NOT NULL", "(" + " OR ".join(matches) + ")"])
         + " ORDER BY 1, timestamp, rowid"
     )
-    rows = run_sql(store, sql, compiler.params)
+    rows = ctx.run(sql, compiler.params)
     by_actor: dict[Any, list[tuple[datetime, tuple[int, ...]]]] = {}
     for row in rows:
         at = datetime.fromisoformat(str(row[1]))
@@ -655,10 +697,3 @@ def _furthest_step(
         if best == n:
             break
     return best
-
-
-def as_json(result: Result) -> str:
-    return json.dumps(result, default=str)
-
-
-ResultFn = Callable[[EventStore, dict[str, Any], datetime], Result]
