@@ -26,6 +26,7 @@ TRENDS = {
 
 class Client:
     def __init__(self, sink: LocalSink) -> None:
+        self.sink = sink
         self.base = sink.url + "/api/projects/1/"
         self.url = sink.url
         self.headers = {"Authorization": f"Bearer {sink.personal_api_key}"}
@@ -39,6 +40,9 @@ class Client:
         resp = self.call(method, path, json)
         assert resp.status_code == status, resp.text
         return resp.json() if resp.content else None
+
+    def writes(self) -> int:
+        return int(self.sink.app.state.dashboards.writes)
 
     def every(self, path: str) -> list[dict[str, Any]]:
         """Follow ``next`` as apply does."""
@@ -75,6 +79,7 @@ def test_bearer_personal_key_required(sink: LocalSink, api: Client) -> None:
     resp = api.call("POST", "dashboards/", {"name": "x"}, headers={"Authorization": "Bearer no"})
     assert resp.status_code == 401
     assert api.ok("GET", "dashboards/")["count"] == 0
+    assert sink.app.state.dashboards.writes == 0
     assert api.call("GET", sink.url + "/api/projects/2/dashboards/").status_code == 404
     assert api.ok("GET", sink.url + "/api/users/@me/")["id"] == 1
     assert api.ok("GET", sink.url + "/api/projects/1/")["id"] == 1
@@ -102,12 +107,14 @@ def test_unknown_and_mistyped_fields_are_400_and_write_nothing(api: Client) -> N
 
 def test_pagination_follows_next(api: Client) -> None:
     made = [api.ok("POST", "dashboards/", {"name": f"d{i}"}, 201)["id"] for i in range(23)]
+    writes = api.writes()
     first = api.ok("GET", "dashboards/")
     assert first["count"] == 23 and len(first["results"]) < 23 and first["next"]
     assert [d["id"] for d in api.every("dashboards/")] == made
     page = api.ok("GET", "dashboards/?limit=5&offset=20")
     assert [d["name"] for d in page["results"]] == ["d20", "d21", "d22"]
     assert page["next"] is None and page["previous"]
+    assert api.writes() == writes == 23  # reads are no writes
 
 
 def test_insight_on_dashboard_patch_and_soft_delete(api: Client) -> None:

@@ -292,6 +292,7 @@ class Api:
     def __init__(self, objects: ObjectStore, personal_api_key: str) -> None:
         self.objects = objects
         self.key = personal_api_key
+        self.writes = 0  # successful POST, PATCH, PUT and DELETE calls (a rerun makes none)
 
     # lookups used by the dashboards view too
     def tiles_of(self, dashboard_id: int) -> list[dict[str, Any]]:
@@ -635,6 +636,8 @@ def routes(objects: ObjectStore, personal_api_key: str) -> tuple[list[Route], Ap
             try:
                 authorise(request)
                 result: Response = await handler(request)
+                if request.method != "GET" and result.status_code < 300:
+                    api.writes += 1
                 return result
             except ApiError as exc:
                 return exc.response()

@@ -1,0 +1,78 @@
+"""``otel-posthog dashboards apply`` of the shipped definitions against the sink: every
+object created once, a rerun writes nothing, and every tile computes from local events with
+the guide's numbers. Runs where ``otel_posthog.dashboards`` is installed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import requests
+
+from otel_posthog.sink import query_engine
+from otel_posthog.sink.dashboards_view import _variables
+from otel_posthog.sink.server import LocalSink
+from tests.test_query_engine import EVENTS
+
+pytest.importorskip("otel_posthog.dashboards")
+
+GUIDE = {"User Journey Timeline", "API Performance by User", "Error Tracking by User"}
+
+
+def apply(sink: LocalSink, *extra: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "otel_posthog.cli", "dashboards", "apply"]
+    argv += ["--host", sink.url, "--project-id", "1", *extra]
+    env = dict(os.environ, POSTHOG_PERSONAL_API_KEY=sink.personal_api_key)
+    env.pop("POSTHOG_PROJECT_ID", None)
+    return subprocess.run(
+        argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
+    )
+
+
+def breakdown_of(source: dict[str, Any]) -> Any:
+    bf = source.get("breakdownFilter") or {}
+    return bf.get("breakdown") or [b.get("property") for b in bf.get("breakdowns") or []]
+
+
+def test_shipped_dashboards_on_the_sink() -> None:
+    with LocalSink() as sink:
+        body = {"api_key": sink.api_key, "batch": EVENTS}
+        assert requests.post(sink.url + "/batch/", json=body, timeout=5).ok
+        first = apply(sink)
+        assert first.returncode == 0, first.stdout + first.stderr
+        api = sink.app.state.dashboards
+        writes = api.writes
+        assert writes > 0
+        second = apply(sink)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert api.writes == writes  # the rerun only read
+
+        dashboards = api.live("dashboard")
+        assert GUIDE <= {d["name"] for d in dashboards}
+        by_endpoint: dict[str, dict[str, Any]] = {}
+        for dashboard in dashboards:
+            tiles = [t for t in api.tiles_of(dashboard["id"]) if t.get("insight")]
+            assert tiles, dashboard["name"]
+            for tile in tiles:
+                insight = api.objects.get("insight", tile["insight"])
+                query = insight["query"]
+                values = _variables(api, dashboard, query, "user_12345")
+                result = query_engine.compute(sink.store, query, values)
+                assert result["kind"] != "not_computed", (insight["name"], result)
+                source = query.get("source") or {}
+                if result["kind"] == "trends" and breakdown_of(source) in (
+                    "endpoint",
+                    ["endpoint"],
+                ):
+                    event = source["series"][0].get("event")
+                    by_endpoint[event] = {
+                        s["breakdown_value"]: s["aggregated_value"] for s in result["series"]
+                    }
+        assert by_endpoint["slow_request"] == {"/api/chat/send": 1}
+        assert by_endpoint["api_error"] == {"/api/fail": 1}
+        pages = [requests.get(f"{sink.url}/dashboards/{d['id']}?person=user_12345", timeout=30)
+                 for d in dashboards]  # fmt: skip
+        assert all(p.ok and "not computed locally" not in p.text for p in pages)
