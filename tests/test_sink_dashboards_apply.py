@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 import requests
+from playwright import sync_api
 
 from otel_posthog.sink import query_engine
 from otel_posthog.sink.dashboards_view import _variables
 from otel_posthog.sink.server import LocalSink
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS
 from tests.test_query_engine import EVENTS
 
 pytest.importorskip("otel_posthog.dashboards")
@@ -76,3 +78,42 @@ def test_shipped_dashboards_on_the_sink() -> None:
         pages = [requests.get(f"{sink.url}/dashboards/{d['id']}?person=user_12345", timeout=30)
                  for d in dashboards]  # fmt: skip
         assert all(p.ok and "not computed locally" not in p.text for p in pages)
+
+
+@pytest.mark.browser
+def test_shipped_dashboards_in_chromium() -> None:
+    with LocalSink() as sink, sync_api.sync_playwright() as p:
+        body = {"api_key": sink.api_key, "batch": EVENTS}
+        assert requests.post(sink.url + "/batch/", json=body, timeout=5).ok
+        done = apply(sink)
+        assert done.returncode == 0, done.stdout + done.stderr
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(sink.url + "/dashboards?person=user_12345")
+        names = page.locator("#dashboards a").all_inner_texts()
+        assert GUIDE <= set(names)
+        series: dict[str, str] = {}
+        for name in GUIDE:
+            page.goto(sink.url + "/dashboards?person=user_12345")
+            page.click(f"#dashboards a >> text={name}")
+            page.wait_for_selector("body[data-loaded] #tiles")
+            assert page.input_value("#person") == "user_12345"
+            kinds = page.locator("article.tile[data-insight]").evaluate_all(
+                "ts => ts.map(t => [t.dataset.name, t.dataset.kind, "
+                "t.querySelectorAll('tbody tr, .funnel-step').length])"
+            )
+            assert kinds, name
+            for tile, kind, rows in kinds:
+                assert kind != "not_computed" and rows > 0, (name, tile, kind)
+            series.update(
+                page.locator("table.series tr").evaluate_all(
+                    "rows => Object.fromEntries(rows.map(r => "
+                    "[r.dataset.label, r.cells[1].textContent]))"
+                )
+            )
+        assert series["/api/chat/send"] == "1"  # the slow request, counted once
+        assert series["/api/fail"] == "1"  # the failing call's error
+        assert errors == []
+        browser.close()
