@@ -117,3 +117,18 @@ def test_shipped_dashboards_in_chromium() -> None:
         assert series["/api/fail"] == "1"  # the failing call's error
         assert errors == []
         browser.close()
+
+
+def test_the_sink_checks_queries_against_the_shipped_schema() -> None:
+    with LocalSink() as sink:
+        headers = {"Authorization": f"Bearer {sink.personal_api_key}"}
+        url = sink.url + "/api/projects/1/insights/"
+        typo = {
+            "kind": "InsightVizNode",
+            "source": {"kind": "TrendsQuery", "seris": [{"kind": "EventsNode"}]},
+        }
+        resp = requests.post(url, json={"name": "x", "query": typo}, headers=headers, timeout=5)
+        assert resp.status_code == 400 and resp.json()["attr"] == "query", resp.text
+        typo["source"] = {"kind": "TrendsQuery", "series": [{"kind": "EventsNode"}]}
+        resp = requests.post(url, json={"name": "x", "query": typo}, headers=headers, timeout=5)
+        assert resp.status_code == 201, resp.text

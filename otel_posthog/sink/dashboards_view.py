@@ -365,8 +365,11 @@ def _num(v: Any) -> float | None:
 
 
 def _alerts_section(api: Api, insight_ids: set[Any] | None) -> str:
+    live = {i["id"] for i in api.live("insight")}
     alerts = [
-        a for a in api.objects.all("alert") if insight_ids is None or a["insight"] in insight_ids
+        a
+        for a in api.objects.all("alert")
+        if a["insight"] in live and (insight_ids is None or a["insight"] in insight_ids)
     ]
     if not alerts:
         return ""

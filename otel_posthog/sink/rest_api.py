@@ -10,6 +10,7 @@ PostHog's shape (``type``, ``code``, ``detail``, ``attr``).
 
 from __future__ import annotations
 
+import importlib
 import json
 import secrets
 from collections.abc import Callable
@@ -168,7 +169,22 @@ def query_node(attr: str, v: Any) -> Any:
         source = v.get("source")
         if not isinstance(source, dict) or not isinstance(source.get("kind"), str):
             raise _invalid(attr, f"{v['kind']} needs a source with a kind")
+    errors = schema_errors(v)
+    if errors:
+        raise _invalid(attr, f"query does not match PostHog's query schema: {errors[0]}")
     return v
+
+
+def schema_errors(query: dict[str, Any]) -> list[str]:
+    """Violations of PostHog's query schema, where the package ships it
+    (``otel_posthog.dashboards.schema``) and knows the query's kind; else none."""
+    try:
+        schema = importlib.import_module("otel_posthog.dashboards.schema")
+    except ImportError:
+        return []
+    if query.get("kind") not in schema.definitions():
+        return []
+    return list(schema.query_errors(query))
 
 
 COMMON = {"_create_in_folder": text(1000), "deleted": boolean}
