@@ -466,3 +466,40 @@ def test_persons_merged_by_identify_as_in_posthog() -> None:
         # distinct_id itself stays what the event carried
         ids = sql("SELECT DISTINCT distinct_id FROM events ORDER BY distinct_id", None)
         assert run(server, ids)["rows"] == [["anon-1"], ["anon-2"], ["user_a"]]
+
+
+def test_malformed_queries_are_not_computed_never_a_crash(sink: LocalSink) -> None:
+    events_node = {"kind": "EventsNode", "event": "api_request"}
+    cases: list[Any] = [
+        None,
+        "SELECT 1",
+        {"kind": "InsightVizNode"},
+        {"kind": "InsightVizNode", "source": "TrendsQuery"},
+        trends(series="api_request"),
+        trends(series=[events_node], interval="fortnight"),
+        trends(series=[events_node], breakdownFilter={"breakdown_limit": "many", "breakdown": "x"}),
+        trends(series=[events_node], properties={"type": "AND", "values": ["x"]}),
+        trends(series=[{**events_node, "math": "p95"}]),  # no math_property
+        {"kind": "InsightVizNode", "source": {"kind": "FunnelsQuery", "series": [events_node]}},
+        {
+            "kind": "InsightVizNode",
+            "source": {
+                "kind": "FunnelsQuery",
+                "series": [events_node, events_node],
+                "funnelsFilter": {"funnelWindowInterval": "soon"},
+            },
+        },
+        {
+            "kind": "DataTableNode",
+            "source": {"kind": "EventsQuery", "select": ["event"], "limit": "x"},
+        },
+        {"kind": "DataTableNode", "source": {"kind": "EventsQuery", "select": "event"}},
+        sql("SELECT " + "(" * 5000 + "1" + ")" * 5000 + " FROM events", None),
+        {"kind": "DataVisualizationNode", "source": {"kind": "HogQLQuery", "query": 42}},
+    ]
+    for query in cases:
+        result = run(sink, query)
+        assert result["kind"] == "not_computed" and result["reason"], (query, result)
+    # a huge LIMIT is capped, not an error
+    huge = sql("SELECT event FROM events LIMIT 99999999999999999999999", None)
+    assert len(run(sink, huge)["rows"]) == len(EVENTS)

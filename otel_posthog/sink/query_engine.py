@@ -340,6 +340,12 @@ def compute(
         return {"kind": "not_computed", "reason": str(exc)}
     except sqlite3.DatabaseError as exc:
         return {"kind": "not_computed", "reason": f"the local query failed: {exc}"}
+    except RecursionError:
+        return {"kind": "not_computed", "reason": "the query is nested too deeply"}
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+        # a stored query PostHog's schema would refuse (a user's edit): say so, never crash
+        reason = f"the query has a value the sink does not understand ({type(exc).__name__})"
+        return {"kind": "not_computed", "reason": reason}
 
 
 def _compute(ctx: Ctx, query: Any, variables: Mapping[str, Any]) -> Result:
