@@ -247,6 +247,8 @@ def test_list_with_alerts_and_cohorts(sink: LocalSink, browser: Any) -> None:
     assert view.page.locator("#cohorts li strong").all_inner_texts() == [
         "Persons with <i>slow</i> requests"
     ]
+    for missing in ("999", "x", "1%27%3E"):
+        assert requests.get(f"{sink.url}/dashboards/{missing}", timeout=5).status_code == 404
     assert view.errors == []
 
 

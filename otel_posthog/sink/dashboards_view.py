@@ -29,6 +29,7 @@ from .store import EventStore
 from .webview import CSP, _asset
 
 PERSON_VARIABLES = ("distinct_id",)
+NOT_FOUND = "No such dashboard"
 PALETTE = ("#2563eb", "#d97706", "#16a34a", "#dc2626", "#7c3aed", "#0891b2", "#db2777")
 TIME_SERIES = {
     "Auto", "ActionsLineGraph", "ActionsLineGraphCumulative", "ActionsAreaGraph", "ActionsBar",
@@ -41,9 +42,15 @@ def e(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
+_ISO = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d{1,3})?\d*(?:\+00:00|Z)$")
+
+
 def fmt(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, str):
+        m = _ISO.match(value)  # UTC times as PostHog's tables show them, to the millisecond
+        return f"{m.group(1)} {m.group(2)}{m.group(3) or ''}" if m else value
     if isinstance(value, float):
         if not math.isfinite(value):
             return ""
@@ -53,7 +60,7 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def _page(title: str, body: str) -> Response:
+def _page(title: str, body: str, status: int = 200) -> Response:
     html = (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{e(title)}</title>"
@@ -61,7 +68,8 @@ def _page(title: str, body: str) -> Response:
         "<script src='/_sink/dashboards.js' defer></script></head>"
         f"<body data-loaded='1'>{body}</body></html>"
     )
-    return HTMLResponse(html, headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"})
+    headers = {"Content-Security-Policy": CSP, "Cache-Control": "no-cache"}
+    return HTMLResponse(html, status, headers=headers)
 
 
 def _tile_order(tile: dict[str, Any]) -> tuple[int, int, int]:
@@ -118,12 +126,12 @@ def routes(store: EventStore, api: Api) -> list[Route]:
         title, body = await asyncio.get_running_loop().run_in_executor(
             None, dashboard_body, raw, person
         )
-        return _page(title, body)
+        return _page(title, body, 404 if title == NOT_FOUND else 200)
 
     def dashboard_body(raw: str, person: str) -> tuple[str, str]:
         found = api.objects.get("dashboard", raw) if raw.isdigit() else None
         if found is None or found.get("deleted"):
-            return "Not found", "<h1>No such dashboard</h1><a href='/dashboards'>all</a>"
+            return NOT_FOUND, "<h1>No such dashboard</h1><a href='/dashboards'>all dashboards</a>"
         now = datetime.now(timezone.utc)
         tiles = sorted(api.tiles_of(found["id"]), key=_tile_order)
         parts = [
@@ -239,7 +247,7 @@ def _table(result: dict[str, Any]) -> str:
     rows = []
     for row in result["rows"]:
         cells = "".join(
-            f"<td data-col='{e(c)}'>{e(fmt(v))}</td>"
+            f"<td data-col='{e(c)}' title='{e(fmt(v))}'>{e(fmt(v))}</td>"
             for c, v in zip(result["columns"], row, strict=False)
         )
         rows.append(f"<tr>{cells}</tr>")
