@@ -503,3 +503,17 @@ def test_malformed_queries_are_not_computed_never_a_crash(sink: LocalSink) -> No
     # a huge LIMIT is capped, not an error
     huge = sql("SELECT event FROM events LIMIT 99999999999999999999999", None)
     assert len(run(sink, huge)["rows"]) == len(EVENTS)
+
+
+def test_string_literals_compare_as_hogql_does(sink: LocalSink) -> None:
+    day = (T0 + timedelta(seconds=7)).strftime("%Y-%m-%d")
+    at = (T0 + timedelta(seconds=6, milliseconds=500)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    query = sql(
+        "SELECT event FROM events WHERE properties.status_code = '500' "
+        f"AND timestamp > '{at}' AND timestamp >= '{day}' "
+        f"AND toStartOfDay(timestamp) = '{day} 00:00:00' AND toDate(timestamp) = '{day}'",
+        None,
+    )
+    assert run(sink, query)["rows"] == [["api_request"], ["api_error"]]
+    bad = sql("SELECT event FROM events WHERE timestamp > 'yesterday-ish'", None)
+    assert run(sink, bad)["kind"] == "not_computed"

@@ -717,6 +717,10 @@ class Compiler:
                 left = f"hq_num({left})"
             elif _is_number(e.left) and not _is_number(e.right):
                 right = f"hq_num({right})"
+            elif _is_text(e.right):
+                left, right = self.against_text(left, str(e.right.value))  # type: ignore[union-attr]
+            elif _is_text(e.left):
+                right, left = self.against_text(right, str(e.left.value))  # type: ignore[union-attr]
             return f"({left} {op} {right})"
         if op == "/":
             return f"(CAST({left} AS REAL) / {right})"
@@ -725,6 +729,23 @@ class Compiler:
         if op in ("+", "-", "*", "%"):
             return f"(hq_num({left}) {op} hq_num({right}))"
         raise NotComputed(f"operator {op!r} is not computed locally")
+
+    def against_text(self, other: str, text: str) -> tuple[str, str]:
+        """``other`` and a string literal made comparable as in HogQL: a property compares as
+        its text, a time with the literal read as a UTC time (``'2026-01-02 10:00'``)."""
+        if other.startswith("json_extract(properties"):
+            return f"CAST({other} AS TEXT)", self.bind(text)
+        if other == "timestamp" or (other.startswith("strftime(") and "+00:00" in other):
+            try:
+                when = datetime.fromisoformat(
+                    text.strip().replace(" ", "T", 1).replace("Z", "+00:00")
+                )
+            except ValueError:
+                raise NotComputed(f"{text!r} is not a time") from None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=timezone.utc)
+            return other, self.bind(when)
+        return other, self.bind(text)
 
     def time_shift(self, base: Expr, interval: Interval, sign: int, scope: Scope) -> str:
         amount = interval.amount
@@ -768,7 +789,7 @@ class Compiler:
         if name in INTEGER:
             return f"CAST(hq_num({a}) AS INTEGER)"
         if name in TIME_FORMATS:
-            return f"strftime({self.bind(TIME_FORMATS[name])}, {a})"
+            return f"strftime('{TIME_FORMATS[name]}', {a})"  # a fixed format of ours
         if name == "tostartofweek":  # Sunday-based, ClickHouse's default mode 0
             return (
                 f"strftime('%Y-%m-%dT00:00:00+00:00', {a}, '-' || strftime('%w', {a}) || ' days')"
@@ -861,6 +882,10 @@ def _is_number(e: Expr) -> bool:
     return (
         isinstance(e, Const) and isinstance(e.value, (int, float)) and not isinstance(e.value, bool)
     )
+
+
+def _is_text(e: Expr) -> bool:
+    return isinstance(e, Const) and isinstance(e.value, str)
 
 
 def _has_aggregate(e: Any) -> bool:
