@@ -5,8 +5,10 @@ the guide's numbers. Runs where ``otel_posthog.dashboards`` is installed."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ from playwright import sync_api
 from otel_posthog.sink import query_engine
 from otel_posthog.sink.dashboards_view import _variables
 from otel_posthog.sink.server import LocalSink
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, ROOT
 from tests.test_query_engine import EVENTS
 
 pytest.importorskip("otel_posthog.dashboards")
@@ -81,31 +83,38 @@ def test_shipped_dashboards_on_the_sink() -> None:
 
 
 @pytest.mark.browser
-def test_shipped_dashboards_in_chromium() -> None:
-    with LocalSink() as sink, sync_api.sync_playwright() as p:
-        body = {"api_key": sink.api_key, "batch": EVENTS}
-        assert requests.post(sink.url + "/batch/", json=body, timeout=5).ok
-        done = apply(sink)
-        assert done.returncode == 0, done.stdout + done.stderr
+def test_demo_dashboards_in_chromium(tmp_path: Path) -> None:
+    """The demo applies the shipped dashboards to its sink and plays the journey; its
+    dashboards then show the demo person's numbers in a browser."""
+    db = tmp_path / "events.db"
+    env = dict(os.environ, OTEL_POSTHOG_SINK_DB=str(db))
+    env.pop("OTEL_PYTHON_DISTRO", None)
+    argv = [sys.executable, "-m", "otel_posthog.cli", "demo", "--db", str(db)]
+    demo = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert re.search(
+        r"Dashboards: http://127\.0\.0\.1:\d+/dashboards\?person=user_12345 ", demo.stdout
+    )
+    assert "(applied)" in demo.stdout
+    with LocalSink(str(db)) as sink, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(sink.url + "/dashboards?person=user_12345")
-        names = page.locator("#dashboards a").all_inner_texts()
-        assert GUIDE <= set(names)
+        assert GUIDE <= set(page.locator("#dashboards a").all_inner_texts())
         series: dict[str, str] = {}
-        for name in GUIDE:
+        for name in sorted(GUIDE):
             page.goto(sink.url + "/dashboards?person=user_12345")
             page.click(f"#dashboards a >> text={name}")
             page.wait_for_selector("body[data-loaded] #tiles")
             assert page.input_value("#person") == "user_12345"
-            kinds = page.locator("article.tile[data-insight]").evaluate_all(
+            tiles = page.locator("article.tile[data-insight]").evaluate_all(
                 "ts => ts.map(t => [t.dataset.name, t.dataset.kind, "
                 "t.querySelectorAll('tbody tr, .funnel-step').length])"
             )
-            assert kinds, name
-            for tile, kind, rows in kinds:
+            assert tiles, name
+            for tile, kind, rows in tiles:
                 assert kind != "not_computed" and rows > 0, (name, tile, kind)
             series.update(
                 page.locator("table.series tr").evaluate_all(
@@ -113,6 +122,8 @@ def test_shipped_dashboards_in_chromium() -> None:
                     "[r.dataset.label, r.cells[1].textContent]))"
                 )
             )
+            if name == "Error Tracking by User":  # the person's error, in their own table
+                assert "/api/fail" in page.locator("article.tile table.rows").first.inner_text()
         assert series["/api/chat/send"] == "1"  # the slow request, counted once
         assert series["/api/fail"] == "1"  # the failing call's error
         assert errors == []
