@@ -190,7 +190,7 @@ def apply_dashboards(sink_url: str, personal_api_key: str) -> tuple[bool, str]:
     except subprocess.TimeoutExpired:
         return False, "otel-posthog dashboards apply did not finish in 120 s"
     if proc.returncode != 0:
-        return False, (proc.stderr or proc.stdout).strip()[-2000:]
+        return False, (proc.stderr or proc.stdout).strip()[-2000:] or f"exit {proc.returncode}"
     return True, "applied"
 
 
@@ -319,7 +319,8 @@ def run_demo(args: argparse.Namespace) -> int:
         ok = complete and _check(events, correlated, slow_rid, steps["failing"])
         print(f"\nWeb view: {sink.url}/?user={DEMO_USER}")
         applied, note = apply_dashboards(sink.url, sink.personal_api_key)
-        print(f"Dashboards: {sink.url}/dashboards?person={DEMO_USER}  ({note.splitlines()[0]})")
+        status = note if applied else "apply failed"
+        print(f"Dashboards: {sink.url}/dashboards?person={DEMO_USER}  ({status})")
         if not applied:
             print(f"otel-posthog demo: dashboards apply failed:\n{note}", file=sys.stderr)
             ok = False

@@ -238,3 +238,20 @@ def test_only_loopback_clients(sink: LocalSink) -> None:
         assert (
             client.post("/api/projects/1/dashboards/", json={}, headers=headers).status_code == 403
         )
+
+
+def test_demo_apply_step(sink: LocalSink) -> None:
+    """The demo's dashboards step: the real command when otel_posthog.dashboards is there,
+    a wrong key a clear failure (the key never echoed), else skipped."""
+    import importlib.util
+
+    from otel_posthog.demo import apply_dashboards
+
+    ok, note = apply_dashboards(sink.url, "phx_wrong_key_123")
+    if importlib.util.find_spec("otel_posthog.dashboards") is None:
+        assert ok and note.startswith("skipped")
+        return
+    assert not ok and note and "phx_wrong_key_123" not in note
+    assert sink.app.state.dashboards.writes == 0
+    assert apply_dashboards(sink.url, sink.personal_api_key) == (True, "applied")
+    assert sink.app.state.dashboards.writes > 0
