@@ -122,6 +122,17 @@ DASHBOARDS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ),
         ("Slow requests by endpoint", by_endpoint("slow_request", "ActionsBarValue")),
         (
+            "Slow requests in total",
+            {
+                "kind": "InsightVizNode",
+                "source": {
+                    "kind": "TrendsQuery",
+                    "series": [{"kind": "EventsNode", "event": "slow_request"}],
+                    "trendsFilter": {"display": "BoldNumber"},
+                },
+            },
+        ),
+        (
             "Successful requests",
             {
                 "kind": "DataTableNode",
@@ -283,6 +294,7 @@ def test_api_performance_numbers(sink: LocalSink, browser: Any) -> None:
     view = open_dashboard(browser, sink, "API Performance by User", person="user_12345")
     assert view.series("Slow requests by endpoint") == {"/api/chat/send": "1"}
     assert view.page.locator("#alerts li").count() == 1
+    assert view.tile("Slow requests in total").locator(".bold-number").inner_text() == "1"
     bars = view.tile("Slow requests by endpoint").locator(".bar-row")
     assert bars.all_inner_texts() == ["/api/chat/send\n1"]
     response = view.series("Response time")

@@ -517,3 +517,20 @@ def test_string_literals_compare_as_hogql_does(sink: LocalSink) -> None:
     assert run(sink, query)["rows"] == [["api_request"], ["api_error"]]
     bad = sql("SELECT event FROM events WHERE timestamp > 'yesterday-ish'", None)
     assert run(sink, bad)["kind"] == "not_computed"
+
+
+def test_events_query_defaults_last_24_hours_nothing_from_the_future() -> None:
+    now = datetime.now(timezone.utc)
+    events = [ev(0, "recent"), ev(0, "old"), ev(0, "future")]
+    events[0]["timestamp"] = (now - timedelta(hours=1)).isoformat()
+    events[1]["timestamp"] = (now - timedelta(hours=25)).isoformat()
+    events[2]["timestamp"] = (now + timedelta(hours=1)).isoformat()
+    with LocalSink() as server:
+        body = {"api_key": server.api_key, "batch": events}
+        assert requests.post(server.url + "/batch/", json=body, timeout=5).ok
+        table = {"kind": "DataTableNode", "source": {"kind": "EventsQuery", "select": ["event"]}}
+        assert run(server, table)["rows"] == [["recent"]]
+        table["source"]["after"] = "all"
+        assert run(server, table)["rows"] == [["recent"], ["old"]]
+        table["source"]["before"] = (now + timedelta(days=1)).isoformat()
+        assert run(server, table)["rows"] == [["future"], ["recent"], ["old"]]

@@ -261,7 +261,12 @@ def _trends(result: dict[str, Any]) -> str:
     if not series:
         return "<p class='empty'>no events in the date range</p>"
     display = result["display"]
-    chart = _time_chart(result) if display in TIME_SERIES else _value_bars(series)
+    if display == "BoldNumber":
+        chart = f"<p class='bold-number'>{e(fmt(series[0]['aggregated_value']))}</p>"
+    elif display in TIME_SERIES:
+        chart = _time_chart(result)
+    else:
+        chart = _value_bars(series)
     rows = []
     for i, s in enumerate(series):
         colour = PALETTE[i % len(PALETTE)]

@@ -425,8 +425,9 @@ def events_query(ctx: Ctx, source: dict[str, Any]) -> Result:
     if source.get("events"):
         events = [compiler.bind(str(e)) for e in source["events"]]
         where.append(f"event IN ({', '.join(events)})")
+    # PostHog's defaults: the last 24 hours, and nothing from the future
     after = parse_date(source.get("after") or "-24h", now)
-    before = parse_date(source.get("before"), now, end=True)
+    before = parse_date(source.get("before"), now, end=True) or now + timedelta(seconds=5)
     where += _range_sql(compiler, after, before)
     where += property_filters(compiler, source.get("properties"))
     for cond in source.get("where") or []:
