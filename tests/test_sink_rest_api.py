@@ -137,8 +137,14 @@ def test_insight_on_dashboard_patch_and_soft_delete(api: Client) -> None:
     patched = api.ok("PATCH", f"dashboards/{dash['id']}/", {"tiles": tiles})
     by_kind = {("text" if t["text"] else "insight"): t for t in patched["tiles"]}
     assert by_kind["insight"]["layouts"] == layouts and by_kind["text"]["text"]["body"] == "## API"
-    bad = api.call("PATCH", f"dashboards/{dash['id']}/", {"tiles": [{"id": 1, "size": 3}]})
-    assert bad.status_code == 400
+    writes = api.writes()
+    bad_tiles = [{"text": {"body": "new"}}, {"id": tile_id, "size": 3}]
+    bad = api.call("PATCH", f"dashboards/{dash['id']}/", {"tiles": bad_tiles})
+    assert bad.status_code == 400 and api.writes() == writes
+    bad = api.call("POST", "dashboards/", {"name": "x", "tiles": [{"text": "no body"}]})
+    assert bad.status_code == 400 and api.writes() == writes
+    assert len(api.ok("GET", f"dashboards/{dash['id']}/")["tiles"]) == 2  # nothing half-done
+    assert "x" not in {d["name"] for d in api.every("dashboards/")}
 
     # dashboards is a full replacement
     moved = api.ok("PATCH", f"insights/{insight['id']}/", {"dashboards": [other["id"]]})

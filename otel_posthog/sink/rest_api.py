@@ -269,6 +269,25 @@ TILE_FIELDS = {
 }  # fmt: skip
 
 
+def check_tiles(tiles: Any) -> None:
+    """A dashboard's ``tiles`` as PATCH takes them; checked whole before any is written."""
+    for entry in tiles or []:
+        if not isinstance(entry, dict):
+            raise _invalid("tiles", "Each tile must be an object.")
+        unknown = set(entry) - TILE_FIELDS
+        if unknown:
+            raise _invalid("tiles", f"Unknown tile field: {sorted(unknown)[0]!r}.")
+        text_tile = entry.get("text")
+        if text_tile is not None and (
+            not isinstance(text_tile, dict) or not isinstance(text_tile.get("body"), str)
+        ):
+            raise _invalid("tiles", "A text tile needs a text body.")
+        if text_tile is not None and len(text_tile["body"]) > 4000:
+            raise _invalid("tiles", "Ensure the text body has no more than 4000 characters.")
+        if "layouts" in entry and not isinstance(entry["layouts"], dict):
+            raise _invalid("tiles", "layouts must be an object.")
+
+
 def validate(kind: str, body: Any, creating: bool) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "Expected a JSON object.", "parse_error")
@@ -283,6 +302,8 @@ def validate(kind: str, body: Any, creating: bool) -> dict[str, Any]:
         for key in REQUIRED.get(kind, ()):
             if out.get(key) in (None, [], ""):
                 raise _invalid(key, "This field is required.")
+    if kind == "dashboard":
+        check_tiles(out.get("tiles"))
     return out
 
 
@@ -495,20 +516,10 @@ class Api:
     def patch_tiles(self, dashboard_id: int, tiles: list[Any]) -> None:
         """PostHog's rules: text tiles are created or updated; an existing tile's display
         fields change; an insight tile is never created here; unknown ids are skipped."""
+        check_tiles(tiles)
         mine = {t["id"]: t for t in self.objects.all("tile") if t["dashboard"] == dashboard_id}
         for entry in tiles:
-            if not isinstance(entry, dict):
-                raise _invalid("tiles", "Each tile must be an object.")
-            unknown = set(entry) - TILE_FIELDS
-            if unknown:
-                raise _invalid("tiles", f"Unknown tile field: {sorted(unknown)[0]!r}.")
             text_tile = entry.get("text")
-            if text_tile is not None and (
-                not isinstance(text_tile, dict) or not isinstance(text_tile.get("body"), str)
-            ):
-                raise _invalid("tiles", "A text tile needs a text body.")
-            if text_tile is not None and len(text_tile["body"]) > 4000:
-                raise _invalid("tiles", "Ensure the text body has no more than 4000 characters.")
             display = {
                 k: entry[k]
                 for k in ("layouts", "color", "show_description", "transparent_background")
