@@ -4,6 +4,8 @@ through the capture endpoint, for the person picked in the page."""
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Iterator
 from typing import Any
 
@@ -172,11 +174,16 @@ def sink() -> Iterator[LocalSink]:
     assert requests.post(server.url + "/batch/", json=body, timeout=5).ok
     base = server.url + "/api/projects/1/"
     headers = {"Authorization": f"Bearer {server.personal_api_key}"}
+    # the person variable, as apply makes it: an empty default is no person
+    variable = {"name": "distinct_id", "type": "String", "default_value": ""}
+    made_var = requests.post(base + "insight_variables/", json=variable, headers=headers, timeout=5)
+    var_id = made_var.json()["id"]
     for name, tiles in DASHBOARDS.items():
         made = {"name": name, "tags": ["otel-posthog"], "description": "<script>x</script>"}
         dash = requests.post(base + "dashboards/", json=made, headers=headers, timeout=5)
         assert dash.status_code == 201, dash.text
         for title, query in tiles:
+            query = json.loads(json.dumps(query).replace(VARIABLE, var_id))
             insight = {"name": title, "query": query, "dashboards": [dash.json()["id"]]}
             resp = requests.post(base + "insights/", json=insight, headers=headers, timeout=5)
             assert resp.status_code == 201, resp.text

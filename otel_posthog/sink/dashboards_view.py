@@ -181,7 +181,7 @@ def _person_form(store: EventStore, person: str) -> str:
 
 def _variables(api: Api, dashboard: dict[str, Any], query: Any, person: str) -> dict[str, Any]:
     """Values by code_name: the variable's default, the query's value, the dashboard's
-    persisted value, then the page's person for ``distinct_id``."""
+    persisted value, then the page's person for ``distinct_id`` (an empty one is no value)."""
     values: dict[str, Any] = {}
     source = query.get("source") if isinstance(query, dict) else None
     declared = (source or {}).get("variables") or {}
@@ -190,12 +190,12 @@ def _variables(api: Api, dashboard: dict[str, Any], query: Any, person: str) -> 
             continue
         code = str(var.get("code_name"))
         stored = api.objects.get("insight_variable", var.get("variableId") or var_id)
-        if stored is not None and stored.get("default_value") is not None:
+        if stored is not None and stored.get("default_value") not in (None, ""):
             values[code] = stored["default_value"]
-        if var.get("value") is not None:
+        if var.get("value") not in (None, ""):
             values[code] = var["value"]
     for var in (dashboard.get("variables") or {}).values():
-        if isinstance(var, dict) and var.get("value") is not None and var.get("code_name"):
+        if isinstance(var, dict) and var.get("value") not in (None, "") and var.get("code_name"):
             values[var["code_name"]] = var["value"]
     if person:
         for code in PERSON_VARIABLES:
