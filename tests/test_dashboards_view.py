@@ -5,7 +5,6 @@ through the capture endpoint, for the person picked in the page."""
 from __future__ import annotations
 
 import json
-
 from collections.abc import Iterator
 from typing import Any
 
