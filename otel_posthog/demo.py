@@ -170,6 +170,30 @@ def play_journey(browser: Browser) -> dict[str, str]:
     return steps
 
 
+def apply_dashboards(sink_url: str, personal_api_key: str) -> tuple[bool, str]:
+    """Apply the shipped dashboards to the sink with ``otel-posthog dashboards apply`` (the
+    real command, in a subprocess, the key in its environment only); (ok, what happened).
+
+    A build without :mod:`otel_posthog.dashboards` skips this step."""
+    import importlib.util
+
+    if importlib.util.find_spec("otel_posthog.dashboards") is None:
+        return True, "skipped (otel_posthog.dashboards is not installed)"
+    argv = [sys.executable, "-m", "otel_posthog.cli", "dashboards", "apply"]
+    argv += ["--host", sink_url, "--project-id", "1"]
+    env = dict(os.environ, POSTHOG_PERSONAL_API_KEY=personal_api_key)
+    env.pop("POSTHOG_PROJECT_ID", None)
+    try:
+        proc = subprocess.run(
+            argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        return False, "otel-posthog dashboards apply did not finish in 120 s"
+    if proc.returncode != 0:
+        return False, (proc.stderr or proc.stdout).strip()[-2000:] or f"exit {proc.returncode}"
+    return True, "applied"
+
+
 def wait_for(check: Callable[[], bool], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -294,6 +318,12 @@ def run_demo(args: argparse.Namespace) -> int:
         print("\n".join(timeline(both, show_person=True)))
         ok = complete and _check(events, correlated, slow_rid, steps["failing"])
         print(f"\nWeb view: {sink.url}/?user={DEMO_USER}")
+        applied, note = apply_dashboards(sink.url, sink.personal_api_key)
+        status = note if applied else "apply failed"
+        print(f"Dashboards: {sink.url}/dashboards?person={DEMO_USER}  ({status})")
+        if not applied:
+            print(f"otel-posthog demo: dashboards apply failed:\n{note}", file=sys.stderr)
+            ok = False
         if not args.keep:
             print("  (the servers stop now; `otel-posthog demo --keep` leaves them up)")
         print(f"The events stay in {db}: try `otel-posthog journey --user {DEMO_USER} --db {db}`")

@@ -49,6 +49,7 @@ def check_output(out: str) -> None:
         f"api_request (request_id: {rid}, endpoint: /api/chat/messages, status: 200" in start_chat
     )
     assert re.search(r"Web view: http://127\.0\.0\.1:\d+/\?user=user_12345", out)
+    assert re.search(r"Dashboards: http://127\.0\.0\.1:\d+/dashboards\?person=user_12345", out)
     assert "Demo OK" in out
 
 
@@ -99,6 +100,7 @@ def test_demo_keep_serves_the_web_view_until_stopped(tmp_path: Path) -> None:
         sink_url = re.search(r"Web view: (http://[\d.:]+)/", out).group(1)  # type: ignore[union-attr]
         app_port = int(re.search(r"example app: http://127\.0\.0\.1:(\d+)", out).group(1))  # type: ignore[union-attr]
         assert requests.get(sink_url + "/", timeout=5).status_code == 200
+        assert requests.get(sink_url + "/dashboards", timeout=5).status_code == 200
         events = requests.get(sink_url + "/_sink/events?user=user_12345", timeout=5).json()
         assert {"api_request", "slow_request", "api_error"} <= {
             e["event"] for e in events["events"]

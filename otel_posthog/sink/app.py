@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from . import webview
+from . import dashboards_view, webview
 from .capture import AuthError, CaptureError, decode_body, normalise
 from .guard import HostGuard, TooLarge, read_capped
 from .guard import cors as _cors
@@ -62,9 +62,11 @@ def create_app(
     api_key: str | None,
     faults: Faults | None = None,
     bind_host: str | None = None,
+    personal_api_key: str | None = None,
 ) -> Starlette:
     """The sink's ASGI app. ``api_key=None`` accepts any key; ``bind_host`` is a ``Host``
-    name served besides the loopback ones."""
+    name served besides the loopback ones; ``personal_api_key`` guards the REST API for
+    dashboards (one is made up when None)."""
     faults = faults or Faults()
     stats = {"requests": 0, "rejected": 0, "received": 0, "stored": 0}
 
@@ -174,7 +176,10 @@ def create_app(
         Route("/_sink/stats", sink_stats),
     ]
     routes += webview.routes(store)
+    dashboard_routes, dashboards = dashboards_view.mount(store, personal_api_key)
+    routes += dashboard_routes
     app = Starlette(routes=routes, middleware=[Middleware(HostGuard, bind_host=bind_host)])
+    app.state.dashboards = dashboards
     app.state.store = store
     app.state.faults = faults
     app.state.stats = stats

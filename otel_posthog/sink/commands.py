@@ -85,6 +85,7 @@ def api_key_for(db: str, given: str | None) -> str:
 
 
 def run_sink(args: argparse.Namespace) -> int:
+    from .rest_api import apply_command
     from .server import LocalSink
 
     # before anything can print the banner: a stop right after start-up is a clean stop too
@@ -103,7 +104,9 @@ def run_sink(args: argparse.Namespace) -> int:
     print(f"  database: {db}")
     print(f"  web view: {sink.url}/")
     print("Point the bridge at it:")
-    print(f"  export POSTHOG_HOST={sink.url} POSTHOG_API_KEY={sink.api_key}", flush=True)
+    print(f"  export POSTHOG_HOST={sink.url} POSTHOG_API_KEY={sink.api_key}")
+    print(f"Dashboards ({sink.url}/dashboards): apply them to the sink with")
+    print(f"  {apply_command(sink.url, sink.personal_api_key)}", flush=True)
 
     while not stopping and sink.thread.is_alive():
         time.sleep(0.2)

@@ -12,6 +12,7 @@ from typing import Any
 import uvicorn
 
 from .app import Faults, create_app
+from .rest_api import personal_key_for
 from .store import EventStore, StoredEvent
 
 
@@ -68,11 +69,19 @@ class LocalSink(ThreadedServer):
         api_key: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        personal_api_key: str | None = None,
     ) -> None:
         self.api_key = api_key or "phc_local_" + secrets.token_hex(8)
+        self.personal_api_key = personal_key_for(db_path, personal_api_key)
         self.store = EventStore(db_path)
         self.faults = Faults()
-        self.app = create_app(self.store, self.api_key, self.faults, bind_host=host)
+        self.app = create_app(
+            self.store,
+            self.api_key,
+            self.faults,
+            bind_host=host,
+            personal_api_key=self.personal_api_key,
+        )
         super().__init__(self.app, host, port)
 
     def events(self, event: str | None = None, **filters: Any) -> list[StoredEvent]:
@@ -95,3 +104,4 @@ class LocalSink(ThreadedServer):
     def stop(self) -> None:
         super().stop()
         self.store.close()
+        self.app.state.dashboards.objects.close()

@@ -10,8 +10,9 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import uuid as uuid_mod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ CREATE INDEX IF NOT EXISTS events_request ON events (request_id);
 CREATE INDEX IF NOT EXISTS events_session ON events (session_id);
 CREATE INDEX IF NOT EXISTS events_name ON events (event, timestamp);
 """
+SELECT_DEADLINE_S = 5.0
+SELECT_CHECK_EVERY = 10000  # SQLite VM steps between deadline checks
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,27 @@ class EventStore:
         with self._lock:
             return [(str(r[0]), int(r[1]), str(r[2])) for r in self._conn.execute(sql)]
 
+    def select(
+        self, sql: str, params: dict[str, Any], prepare: Callable[[sqlite3.Connection], None]
+    ) -> list[tuple[Any, ...]]:
+        """Run one read-only statement over ``events`` (the dashboards' query engine).
+
+        ``prepare`` registers the engine's SQL functions. An authorizer refuses anything but
+        reading the events table, and a deadline ends a statement that runs too long.
+        """
+        deadline = time.monotonic() + SELECT_DEADLINE_S
+        with self._lock:
+            prepare(self._conn)
+            self._conn.set_authorizer(_read_events_only)
+            self._conn.set_progress_handler(
+                lambda: int(time.monotonic() > deadline), SELECT_CHECK_EVERY
+            )
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            finally:
+                self._conn.set_progress_handler(None, 0)
+                self._conn.set_authorizer(None)
+
     def clear(self) -> None:
         with self._lock:
             self._conn.execute("DELETE FROM events")
@@ -185,6 +209,17 @@ def _properties(text: str) -> dict[str, Any]:
     except (ValueError, RecursionError):
         return {"$unreadable_properties": text[:200]}
     return value if isinstance(value, dict) else {}
+
+
+_READ_ACTIONS = (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION)
+
+
+def _read_events_only(
+    action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None
+) -> int:
+    if action == sqlite3.SQLITE_READ and arg1 != "events":
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
 
 
 def _str_or_none(value: Any) -> str | None:
