@@ -84,7 +84,12 @@ class Pipeline:
         """The span -> events function shared by the processor and the exporter."""
         kind, span, state = work[0], work[1], work[2]
         if state.jwt_pending and state.token:
-            result = self.verifier.resolve(state.token, allow_fetch=True)
+            # only the worker may wait for a key refresh: the overflow and hand-off paths
+            # map on a request or shutdown thread, with what the key cache holds
+            sender = self.sender
+            on_worker = sender is not None and sender.on_worker_thread()
+            cancel = sender.deadline_passed if sender is not None else None
+            result = self.verifier.resolve(state.token, allow_fetch=on_worker, cancel=cancel)
             state.jwt_distinct_id, state.jwt_pending = result.distinct_id, False
         facts = state.facts()
         if state.token is not None:

@@ -225,7 +225,7 @@ SETTINGS_ENV: dict[str, tuple[str, _Parser, str]] = {
     "redact_query": (
         "OTEL_POSTHOG_REDACT_QUERY",
         _parse_bool,
-        "replace query values in server and client span URL attributes with REDACTED (default true)",
+        "replace query values in server and client span URLs with REDACTED (default true)",
     ),
     "scrub_secrets": (
         "OTEL_POSTHOG_SCRUB_SECRETS",

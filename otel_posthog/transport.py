@@ -193,13 +193,20 @@ class EventSender:
         self._next_spool_check = 0.0
         self._overflowed: list[tuple[str, Any]] = []  # full queue, spool on: written in chunks
         self._overflow_lock = threading.Lock()
+        # set while a flush or shutdown deadline has passed: the mapper stops waiting
+        self.deadline_passed = threading.Event()
+
+    def on_worker_thread(self) -> bool:
+        """True on this sender's worker thread: the only place mapping may wait (JWKS)."""
+        return self._thread is threading.current_thread()
 
     # -- request path -------------------------------------------------------------
     def submit(self, kind: str, item: Any) -> bool:
         """Queue ``("work", item)`` or ``("events", [event, ...])``. Never blocks.
 
         When the queue is full (or the sender stopped) the item goes to the spool if
-        there is one (mapped here: overload only), else it is counted as dropped.
+        there is one (mapped here, never waiting on I/O: overload only), else it is
+        counted as dropped.
         """
         if self._stopped:
             return self._overflow(kind, item)
@@ -267,7 +274,12 @@ class EventSender:
         self._wake.set()
         if done.wait(max(timeout_s, 0)):
             return True
-        self._hand_off()
+        self.deadline_passed.set()  # a worker waiting on the IdP lets go of the queue
+        try:
+            self._hand_off()
+        finally:
+            if not self._stopping:
+                self.deadline_passed.clear()
         return False
 
     def shutdown(self, timeout_s: float) -> None:
@@ -278,6 +290,7 @@ class EventSender:
         self.flush(timeout_s)
         self._stopping = True
         self._stopped = True
+        self.deadline_passed.set()
         self._wake.set()
         self._hand_off()
         thread = self._thread
