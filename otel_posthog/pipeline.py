@@ -52,7 +52,17 @@ class Pipeline:
         if settings.spool_dir:
             from .spool import Spool
 
-            spool = Spool(settings)
+            try:  # a corrupt file is moved aside by Spool itself; this is what is left
+                spool = Spool(settings)
+            except Exception as exc:  # read-only or full disk, a file where the dir should be
+                STATS.error("spool.open", exc)
+                log.warning(
+                    "otel_posthog: the spool in %s cannot be used (%s: %s); events are "
+                    "delivered from memory only",
+                    settings.spool_dir,
+                    exc.__class__.__name__,
+                    exc,
+                )
         self.sender = EventSender(settings, self.map_work, spool=spool)
         self.verifier.start()
         _PIPELINES.add(self)
