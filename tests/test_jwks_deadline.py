@@ -216,7 +216,6 @@ def test_a_numeric_string_exp_keeps_the_person_on_every_use(sink):
         bridge.stop()
 
 
-@pytest.mark.slow
 def test_a_trickling_idp_never_stalls_requests_delivery_or_shutdown(sink, tmp_path, key):
     """IdP trickling a byte a second, spool on and a tiny queue (overflow on the request
     thread): every request answers, /health answers, events arrive, SIGTERM is prompt."""
