@@ -64,6 +64,10 @@ class Pipeline:
                     exc,
                 )
         self.sender = EventSender(settings, self.map_work, spool=spool)
+        if settings.scrub_secrets:  # exception text other exporters get, scrubbed too
+            from .span_scrub import install
+
+            install(settings.scrub_patterns)
         self.verifier.start()
         _PIPELINES.add(self)
         lifecycle.install()

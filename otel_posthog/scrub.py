@@ -36,7 +36,7 @@ _KEYWORDS = (
 # a quoted value, or everything up to a delimiter
 _VALUE = r"""(?:"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[^\s,;&'"}\])]+)"""
 
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^\s/?#@'\"<>]+)@")
+_USERINFO = re.compile(r"(?i)(?<![a-z0-9+.\-])([a-z][a-z0-9+.\-]{0,30}://)([^\s/?#@'\"<>]+)@")
 _QUERY = re.compile(r"\?([^\s=&#'\"<>?]+=[^\s&#'\"<>]*(?:&[^\s=&#'\"<>]*=?[^\s&#'\"<>]*)*)")
 _QUERY_PAIR = re.compile(r"([^&=]+)=([^&]*)")
 _HEADER = re.compile(
@@ -47,11 +47,24 @@ _HEADER = re.compile(
 )
 _SCHEME_CREDENTIALS = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/]{6,}=*")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_\-]*")
-_KNOWN_KEYS = re.compile(
-    r"\b(?:phx_|sk-|sk_live_|rk_live_|ghp_|gho_|ghs_|github_pat_|xox[abprs]-|AKIA)"
-    r"[A-Za-z0-9_\-]{10,}"
+_KEY_PREFIXES: tuple[str, ...] = (
+    "phx_",
+    "sk-",
+    "sk_live_",
+    "rk_live_",
+    "ghp_",
+    "gho_",
+    "ghs_",
+    "github_pat_",
 )
-_PAIR = re.compile(rf"""(?i)(\b[\w.\-]*(?:{_KEYWORDS})[\w.\-]*["']?\s*[:=]\s*)({_VALUE})""")
+_KEY_PREFIXES += ("xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-", "AKIA")
+_KNOWN_KEYS = re.compile(
+    r"\b(?:" + "|".join(re.escape(p) for p in _KEY_PREFIXES) + r")[A-Za-z0-9_\-]{10,}"
+)
+# a key starts at a token boundary and is at most 64 characters (no backtracking over
+# long words); whether it names a secret is checked on the match
+_PAIR = re.compile(rf"""(?<![\w.\-])([\w.\-]{{1,64}}["']?[ \t]*[:=][ \t]*)({_VALUE})""")
+_SECRET_KEY = re.compile(_KEYWORDS, re.IGNORECASE)
 _INPUT_VALUE = re.compile(r"(input_value=)(.*?)(?=, input_type=|\]\s*$|$)", re.MULTILINE)
 
 
@@ -71,6 +84,8 @@ def _header(match: re.Match[str]) -> str:
 
 
 def _pair(match: re.Match[str]) -> str:
+    if _SECRET_KEY.search(match.group(1)) is None:
+        return match.group(0)
     return match.group(1) + _mask_quoted(match.group(2))
 
 
@@ -102,14 +117,21 @@ class Scrubber:
     def __call__(self, text: str) -> str:
         if not text:
             return text
-        text = _USERINFO.sub(rf"\1{REDACTED}@", text)
+        lower = text.lower()  # cheap checks in C decide which patterns can match at all
+        if "://" in text and "@" in text:
+            text = _USERINFO.sub(rf"\1{REDACTED}@", text)
         if "?" in text:
             text = _QUERY.sub(_query, text)
-        text = _HEADER.sub(_header, text)
-        text = _SCHEME_CREDENTIALS.sub(rf"\1\2{REDACTED}", text)
-        text = _JWT.sub(REDACTED, text)
-        text = _KNOWN_KEYS.sub(REDACTED, text)
-        text = _PAIR.sub(_pair, text)
+        if "authorization" in lower or "cookie" in lower or "x-api-key" in lower:
+            text = _HEADER.sub(_header, text)
+        if "bearer" in lower or "basic" in lower:
+            text = _SCHEME_CREDENTIALS.sub(rf"\1\2{REDACTED}", text)
+        if "eyJ" in text:
+            text = _JWT.sub(REDACTED, text)
+        if any(prefix in text for prefix in _KEY_PREFIXES):
+            text = _KNOWN_KEYS.sub(REDACTED, text)
+        if "=" in text or ":" in text:
+            text = _PAIR.sub(_pair, text)
         if "input_value=" in text:
             text = _INPUT_VALUE.sub(rf"\1{REDACTED}", text)
         for pattern in self.extra:

@@ -551,8 +551,10 @@ class EventSender:
         """Re-send spooled events, oldest first, for up to ~0.25 s per worker cycle."""
         try:
             self._drain_spool_once()
-        except Exception as exc:
-            self._spool_failed("read", exc)
+        except Exception as exc:  # e.g. a full disk refuses the claim: new batches go
+            STATS.error("spool.read", exc)  # straight to PostHog, the spool is tried later
+            self._spool_backlog = False
+            self._next_spool_check = time.monotonic() + _SPOOL_CHECK_S
 
     def _drain_spool_once(self) -> None:
         spool = self.spool

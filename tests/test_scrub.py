@@ -204,6 +204,18 @@ def test_secrets_in_real_exception_text_never_reach_the_spool_the_sink_or_client
         for span in app.spans.get_finished_spans():
             attrs = json.dumps(dict(span.attributes or {}), default=str)
             assert API_KEY_500 not in attrs and API_KEY_REFUSED not in attrs, span.name
+        # ...and the exception events and error statuses the instrumentations recorded
+        recorded = [
+            (dict(e.attributes or {}), s.status.description or "")
+            for s in app.spans.get_finished_spans()
+            for e in s.events
+            if e.name == "exception"
+        ]
+        assert len(recorded) >= 6
+        text = json.dumps(recorded, default=str)
+        for secret in secrets:
+            assert secret not in text, secret
+        assert "/v1/charge?api_key=REDACTED" in text and "input_value=REDACTED" in text
     finally:
         sink.faults.clear()
         app.stop()
@@ -316,3 +328,59 @@ def test_a_secret_across_the_traceback_cut_is_masked():
     out = scrub_exception(ExceptionInfo("E", "m", stack), settings)
     tail = truncate_tail(out.stacktrace, 100)
     assert "S" * 10 not in tail and "REDACTED" in tail
+
+
+def test_span_exception_events_and_statuses_are_scrubbed_and_keep_the_rest():
+    """The wrapped SDK methods keep the app's own attributes and the exception type."""
+    from opentelemetry.trace import Status, StatusCode
+
+    from otel_posthog.span_scrub import install
+
+    assert install(())
+    provider = TracerProvider()
+    spans = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = provider.get_tracer("t")
+    try:
+        with tracer.start_as_current_span("op") as span:
+            try:
+                raise PermissionError("denied for token=T0KENSECRET at /admin")
+            except PermissionError as exc:
+                span.record_exception(exc, {"app.attr": 7, "exception.message": "pwd=P4SS"})
+            span.set_status(StatusCode.ERROR, "password=P4SS2 rejected")
+        with tracer.start_as_current_span("op2") as span2:
+            span2.set_status(Status(StatusCode.ERROR, "api_key=K3Y rejected"))
+        with tracer.start_as_current_span("op3") as span3:
+            span3.set_status(Status(StatusCode.OK))
+    finally:
+        provider.shutdown()
+    first, second, third = spans.get_finished_spans()
+    event = first.events[0]
+    assert event.attributes["app.attr"] == 7
+    assert event.attributes["exception.type"] == "PermissionError"
+    assert event.attributes["exception.message"] == "pwd=REDACTED"
+    assert "T0KENSECRET" not in event.attributes["exception.stacktrace"]
+    assert "denied for token=REDACTED at /admin" in event.attributes["exception.stacktrace"]
+    assert first.status.description == "password=REDACTED rejected"
+    assert second.status.description == "api_key=REDACTED rejected"
+    assert third.status.status_code is StatusCode.OK
+
+
+def test_scrub_is_linear_on_hostile_text():
+    """Error text can hold attacker input: no pattern backtracks over long runs (an early
+    version took minutes on ``"a." * 8000``). The bound is generous: 16 KB each."""
+    hostile = [
+        "a." * 8000,
+        "a-" * 8000,
+        "x" * 16000 + "=",
+        "?" + "a=&" * 5000,
+        "Authorization: " + "a;" * 8000,
+        "password=" * 1700,
+        "eyJ" + "a" * 16000,
+        "input_value=" + "a" * 16000,
+        "http://" + "a." * 8000,
+    ]
+    start = time.monotonic()
+    for text in hostile:
+        scrub(text)
+    assert time.monotonic() - start < 5
