@@ -230,7 +230,7 @@ SETTINGS_ENV: dict[str, tuple[str, _Parser, str]] = {
     "scrub_secrets": (
         "OTEL_POSTHOG_SCRUB_SECRETS",
         _parse_bool,
-        "mask secrets (URL query values, tokens, passwords) in error messages (default true)",
+        "mask secrets (URL query values, tokens, passwords) in error text (default true)",
     ),
     "scrub_patterns": (
         "OTEL_POSTHOG_SCRUB_PATTERNS",
