@@ -115,7 +115,9 @@ class Spool:
     # -- connection ------------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid == os.getpid():
-            return self._conn
+            if self._same_file():
+                return self._conn
+            self._close()  # moved aside (or deleted) by another process: follow the path
         if self._conn is not None:  # inherited over fork: never touch it in the child
             _ORPHANED.append(self._conn)
         self._pid = os.getpid()
@@ -142,6 +144,13 @@ class Spool:
         except OSError:
             self._inode = None
         return conn
+
+    def _same_file(self) -> bool:
+        """Whether the path still names the file our connection has open (one ``stat``)."""
+        try:
+            return self._inode is None or os.stat(self.path).st_ino == self._inode
+        except OSError:
+            return False
 
     def _guarded(self, operation: Any) -> Any:
         """Run ``operation(conn)`` (caller holds the lock); a corrupt file is moved aside

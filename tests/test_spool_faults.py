@@ -80,6 +80,20 @@ def test_corruption_while_running_is_moved_aside_and_the_spool_goes_on(tmp_path)
     assert any(p.name.startswith(FILENAME + ".corrupt-") for p in tmp_path.iterdir())
 
 
+def test_a_spool_file_moved_aside_by_another_process_is_followed(tmp_path):
+    """Several processes share a directory: when one moves a corrupt file aside, the
+    others write to the new file at the path, not on into the one moved away."""
+    spool = Spool(path=str(tmp_path))
+    spool.write(make_events(3, "old"))
+    moved = tmp_path / "moved-aside.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        if Path(spool.path + suffix).exists():
+            Path(spool.path + suffix).rename(str(moved) + suffix)
+    spool.write(make_events(4, "new"))  # the connection still open on the moved file
+    assert spool.depth() == 4
+    assert Spool(path=str(tmp_path)).depth() == 4
+
+
 def test_a_spool_that_cannot_be_created_degrades_to_memory_delivery(sink, tmp_path):
     """The spool's parent is a regular file: even root cannot make the directory."""
     blocker = tmp_path / "not-a-directory"
