@@ -1,8 +1,8 @@
 """Secrets in exception text are masked before they leave: events, the spool, client spans.
 
 A real FastAPI app under uvicorn raises real library exceptions (requests' ``HTTPError``
-and ``ConnectionError``, pydantic's ``ValidationError``) and errors built from request
-headers and input; the bridge posts to the local sink, first through the spool (PostHog
+and ``ConnectionError``, httpx's ``HTTPStatusError``, pydantic's ``ValidationError``) and
+errors built from request headers and input; the bridge posts to the local sink, first through the spool (PostHog
 answering 503), and the real requests instrumentation records the outbound calls for an
 ``InMemorySpanExporter`` standing in for another exporter.
 """
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 import requests
@@ -36,6 +37,7 @@ from otel_posthog.sink.server import ThreadedServer, free_port
 JWT_SECRET = "a-test-secret-that-is-long-enough-for-hs256!"
 API_KEY_500 = "APIKEY500SECRET"
 API_KEY_REFUSED = "APIKEYREFUSEDSECRET"
+API_KEY_HTTPX = "APIKEYHTTPXSECRET"
 PASSWORD = "hunter2-PYDANTIC"
 COOKIE = "COOKIESESSIONSECRET"
 ECHOED = "ECHOEDPASSWORDSECRET"
@@ -64,6 +66,11 @@ def _make_app(upstream: str) -> FastAPI:
         requests.get(
             f"{upstream}/v1/charge?api_key={API_KEY_500}&page=2", timeout=5
         ).raise_for_status()
+        return {}
+
+    @app.get("/inventory")
+    def inventory() -> dict[str, str]:
+        httpx.get(f"{upstream}/v2/stock?token={API_KEY_HTTPX}", timeout=5).raise_for_status()
         return {}
 
     @app.get("/geo")
@@ -142,7 +149,7 @@ def test_secrets_in_real_exception_text_never_reach_the_spool_the_sink_or_client
     sink, tmp_path
 ):
     token = _bearer()
-    secrets = [API_KEY_500, API_KEY_REFUSED, PASSWORD, COOKIE, ECHOED, DB_PASSWORD]
+    secrets = [API_KEY_500, API_KEY_REFUSED, API_KEY_HTTPX, PASSWORD, COOKIE, ECHOED, DB_PASSWORD]
     secrets += [token, token.split(".")[2]]
     sink.faults.status = 503  # PostHog down: the events wait in the spool first
     app = _App(sink, str(tmp_path))
@@ -150,6 +157,7 @@ def test_secrets_in_real_exception_text_never_reach_the_spool_the_sink_or_client
         # a new connection per call: uvicorn closes one after an error
         calls = [
             requests.get(app.url + "/billing"),
+            requests.get(app.url + "/inventory"),
             requests.get(app.url + "/geo"),
             requests.post(app.url + "/login", json={"username": "bob", "password": PASSWORD}),
             requests.get(
@@ -159,21 +167,21 @@ def test_secrets_in_real_exception_text_never_reach_the_spool_the_sink_or_client
             requests.post(app.url + "/echo", json={"user": "bob", "password": ECHOED}),
             requests.get(app.url + "/db"),
         ]
-        assert [r.status_code for r in calls] == [500] * 6
+        assert [r.status_code for r in calls] == [500] * 7
         app.processor.force_flush(5000)
         deadline = time.monotonic() + 15
         on_disk = b""
-        while time.monotonic() < deadline and on_disk.count(b'"api_error"') < 6:
+        while time.monotonic() < deadline and on_disk.count(b'"api_error"') < 7:
             on_disk = b"".join(p.read_bytes() for p in Path(tmp_path).iterdir() if p.is_file())
             time.sleep(0.1)
-        assert on_disk.count(b'"api_error"') >= 6, "the errors never reached the spool"
+        assert on_disk.count(b'"api_error"') >= 7, "the errors never reached the spool"
         for secret in secrets:
             assert secret.encode() not in on_disk, secret
 
         sink.faults.clear()  # PostHog back: the spool drains to the sink
-        errors = sink.wait_for(lambda evs: len(evs) >= 6, 30, events=["api_error"])
-        exceptions = sink.wait_for(lambda evs: len(evs) >= 6, 30, events=["$exception"])
-        assert len(errors) == 6 and len(exceptions) == 6
+        errors = sink.wait_for(lambda evs: len(evs) >= 7, 30, events=["api_error"])
+        exceptions = sink.wait_for(lambda evs: len(evs) >= 7, 30, events=["$exception"])
+        assert len(errors) == 7 and len(exceptions) == 7
         received = json.dumps([e.as_dict() for e in sink.events()])
         for secret in secrets:
             assert secret not in received, secret
@@ -181,6 +189,8 @@ def test_secrets_in_real_exception_text_never_reach_the_spool_the_sink_or_client
         # the error's own words, hosts and paths stay
         assert "500 Server Error" in messages["/billing"]
         assert "/v1/charge?api_key=REDACTED" in messages["/billing"]
+        assert "Server error '500 Internal Server Error'" in messages["/inventory"]
+        assert "/v2/stock?token=REDACTED" in messages["/inventory"]
         assert "/v1/lookup?api_key=REDACTED" in messages["/geo"]
         assert "Connection refused" in messages["/geo"] or "Max retries" in messages["/geo"]
         assert "String should have at least 20 characters" in messages["/login"]
@@ -211,7 +221,7 @@ def test_secrets_in_real_exception_text_never_reach_the_spool_the_sink_or_client
             for e in s.events
             if e.name == "exception"
         ]
-        assert len(recorded) >= 6
+        assert len(recorded) >= 7
         text = json.dumps(recorded, default=str)
         for secret in secrets:
             assert secret not in text, secret
