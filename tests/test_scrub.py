@@ -2,9 +2,9 @@
 
 A real FastAPI app under uvicorn raises real library exceptions (requests' ``HTTPError``
 and ``ConnectionError``, httpx's ``HTTPStatusError``, pydantic's ``ValidationError``) and
-errors built from request headers and input; the bridge posts to the local sink, first through the spool (PostHog
-answering 503), and the real requests instrumentation records the outbound calls for an
-``InMemorySpanExporter`` standing in for another exporter.
+errors built from request headers and input; the bridge posts to the local sink, first
+through the spool (PostHog answering 503), and the real requests instrumentation records
+the outbound calls for an ``InMemorySpanExporter`` standing in for another exporter.
 """
 
 from __future__ import annotations
