@@ -20,8 +20,9 @@ from typing import Any
 
 from ._version import __version__
 from .headers import valid_uuid
+from .scrub import scrubber
 from .settings import Settings
-from .spanview import SERVER, CustomEvent, SpanView
+from .spanview import SERVER, CustomEvent, ExceptionInfo, SpanView
 
 Event = dict[str, Any]
 
@@ -43,6 +44,8 @@ _ENVIRONMENT = ("deployment.environment.name", "deployment.environment")
 _MAX_PROPERTY_CHARS = 16_384
 _MAX_TRACEBACK_CHARS = 100_000
 _MAX_EVENT_NAME_CHARS = 200
+# error text is scrubbed a little past where it is cut, so a secret across the cut is masked
+_SCRUB_MARGIN = 2048
 # PostHog rejects events over ~1 MB; properties are trimmed (largest first) below this.
 MAX_EVENT_BYTES = 900_000
 TRUNCATED = "[truncated: event too large]"
@@ -445,6 +448,8 @@ def map_span(view: SpanView, settings: Settings) -> list[Event]:
 
     if error:
         props = dict(request_props)
+        if exc is not None and settings.scrub_secrets:
+            exc = scrub_exception(exc, settings)
         if exc is not None:
             props["error_type"] = _cap(exc.type)
             props["error_message"] = _cap(exc.message)
@@ -468,6 +473,25 @@ def map_span(view: SpanView, settings: Settings) -> list[Event]:
     if customs:
         events.extend(custom_event(view, c, base, person) for c in customs)
     return events
+
+
+def scrub_exception(exc: ExceptionInfo, settings: Settings) -> ExceptionInfo:
+    """``exc`` with the secrets of its message and traceback masked (see ``scrub.py``).
+
+    Only the parts that can be kept are scrubbed (the message's head, the traceback's
+    tail), each with a margin past the cut.
+    """
+    scrub = scrubber(settings.scrub_patterns)
+    message = exc.message
+    if isinstance(message, str):
+        message = scrub(message[: _MAX_PROPERTY_CHARS + _SCRUB_MARGIN])
+    stack = exc.stacktrace
+    if isinstance(stack, str) and stack:
+        keep = _MAX_TRACEBACK_CHARS
+        if not settings.exception_events:  # only the api_error's tail is kept
+            keep = min(settings.traceback_max_chars, _MAX_TRACEBACK_CHARS)
+        stack = scrub(stack[-(keep + _SCRUB_MARGIN) :])
+    return ExceptionInfo(exc.type, message, stack)
 
 
 def _event(name: str, person: str, props: dict[str, Any], ts: str, view: SpanView) -> Event:

@@ -52,8 +52,22 @@ class Pipeline:
         if settings.spool_dir:
             from .spool import Spool
 
-            spool = Spool(settings)
+            try:  # a corrupt file is moved aside by Spool itself; this is what is left
+                spool = Spool(settings)
+            except Exception as exc:  # read-only or full disk, a file where the dir should be
+                STATS.error("spool.open", exc)
+                log.warning(
+                    "otel_posthog: the spool in %s cannot be used (%s: %s); events are "
+                    "delivered from memory only",
+                    settings.spool_dir,
+                    exc.__class__.__name__,
+                    exc,
+                )
         self.sender = EventSender(settings, self.map_work, spool=spool)
+        if settings.scrub_secrets:  # exception text other exporters get, scrubbed too
+            from .span_scrub import install
+
+            install(settings.scrub_patterns)
         self.verifier.start()
         _PIPELINES.add(self)
         lifecycle.install()
@@ -84,7 +98,12 @@ class Pipeline:
         """The span -> events function shared by the processor and the exporter."""
         kind, span, state = work[0], work[1], work[2]
         if state.jwt_pending and state.token:
-            result = self.verifier.resolve(state.token, allow_fetch=True)
+            # only the worker may wait for a key refresh: the overflow and hand-off paths
+            # map on a request or shutdown thread, with what the key cache holds
+            sender = self.sender
+            on_worker = sender is not None and sender.on_worker_thread()
+            cancel = sender.deadline_passed if sender is not None else None
+            result = self.verifier.resolve(state.token, allow_fetch=on_worker, cancel=cancel)
             state.jwt_distinct_id, state.jwt_pending = result.distinct_id, False
         facts = state.facts()
         if state.token is not None:

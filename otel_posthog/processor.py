@@ -80,7 +80,11 @@ class PostHogSpanProcessor(SpanProcessor):
             local_root = parent is None or parent.is_remote
             if kind is _SERVER and local_root:
                 self._bind_request(span, current_state(parent_context))
-            elif kind is _CLIENT and not local_root:
+            elif kind is _CLIENT:
+                if self.settings.redact_query:
+                    redact_span_urls(span)  # outbound URLs carry API keys in their queries
+                if local_root:
+                    return
                 if getattr(trace.get_current_span(parent_context), "kind", None) is _CLIENT:
                     return  # e.g. urllib3 under requests: one outbound call, counted once
                 state = current_state(parent_context)

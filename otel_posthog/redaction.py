@@ -1,8 +1,9 @@
-"""Query-string values out of server span URL attributes.
+"""Query-string values out of server and client span URL attributes.
 
-Query strings often carry secrets (tokens, signed URLs, passwords). The HTTP
-instrumentations record them in ``http.url`` / ``url.full`` / ``url.query``, and set
-those attributes again after the span started, so the bridge wraps the request span's
+Query strings often carry secrets (tokens, signed URLs, passwords, API keys of the
+services an app calls). The HTTP instrumentations record them in ``http.url`` /
+``url.full`` / ``url.query``, and may set those attributes again after the span started,
+so the bridge wraps the request (SERVER) or outbound (CLIENT) span's
 ``set_attribute`` to keep parameter names and replace values with ``REDACTED`` (the
 OpenTelemetry instrumentations' own convention). ``OTEL_POSTHOG_REDACT_QUERY=false``
 turns it off.

@@ -34,6 +34,7 @@ COUNTERS = (
     "batches_sent",
     "batches_failed",
     "spool_dropped",
+    "spool_quarantined",
 )
 REPORT_INTERVAL_S = 60.0
 

@@ -64,6 +64,8 @@ class Settings:
     api_request_sample_rate: float = 1.0
     span_attributes: bool = True
     redact_query: bool = True
+    scrub_secrets: bool = True
+    scrub_patterns: tuple[str, ...] = ()
     propagate_identity: bool = False
     propagate_identity_hosts: tuple[str, ...] = ()
     trust_baggage: bool = False
@@ -131,6 +133,21 @@ def _parse_thresholds(name: str, raw: str) -> dict[str, float]:
 
 def _parse_str(name: str, raw: str) -> str:
     return raw
+
+
+def _parse_patterns(name: str, raw: str) -> tuple[str, ...]:
+    """Regular expressions: a JSON array of strings, or one per line."""
+    if raw.lstrip().startswith("["):
+        import json
+
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: not a JSON array of strings: {exc}") from None
+        if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+            raise ConfigError(f"{name}: expected a JSON array of strings")
+        return tuple(p for p in value if p)
+    return tuple(line.strip() for line in raw.splitlines() if line.strip())
 
 
 _Parser = Callable[[str, str], Any]
@@ -215,7 +232,17 @@ SETTINGS_ENV: dict[str, tuple[str, _Parser, str]] = {
     "redact_query": (
         "OTEL_POSTHOG_REDACT_QUERY",
         _parse_bool,
-        "replace query-string values in server span URL attributes with REDACTED (default true)",
+        "replace query values in server and client span URLs with REDACTED (default true)",
+    ),
+    "scrub_secrets": (
+        "OTEL_POSTHOG_SCRUB_SECRETS",
+        _parse_bool,
+        "mask secrets (URL query values, tokens, passwords) in error text (default true)",
+    ),
+    "scrub_patterns": (
+        "OTEL_POSTHOG_SCRUB_PATTERNS",
+        _parse_patterns,
+        "extra regular expressions to mask in error text (JSON array or one per line)",
     ),
     "propagate_identity": (
         "OTEL_POSTHOG_PROPAGATE_IDENTITY",
@@ -335,6 +362,13 @@ def _validate(s: Settings) -> None:
         problem = check_entry(entry)
         if problem:
             raise ConfigError(f"OTEL_POSTHOG_PROPAGATE_IDENTITY_HOSTS: {problem}")
+    if isinstance(s.scrub_patterns, str):
+        raise ConfigError("OTEL_POSTHOG_SCRUB_PATTERNS: expected a list of regular expressions")
+    from .scrub import check_patterns
+
+    bad = check_patterns(s.scrub_patterns)
+    if bad:
+        raise ConfigError(f"OTEL_POSTHOG_SCRUB_PATTERNS: {bad} is not a valid regular expression")
     if s.jwt_jwks_url and not s.jwt_jwks_url.startswith(("http://", "https://")):
         raise ConfigError("OTEL_POSTHOG_JWT_JWKS_URL must be an http(s) URL")
 

@@ -19,6 +19,11 @@ row is one event's full JSON, so a re-sent event keeps its original ``uuid`` and
   before posting it and deletes it once PostHog accepted it; a claim whose process died
   expires after the lease and the batch is sent again (same uuids, so no double count).
 * **Fork**: connections are per process; a child opens its own on first use.
+* **Corruption**: a file SQLite reports as corrupt or not a database (at start or while
+  running) is moved aside as ``spool.sqlite3.corrupt-<UTC time>`` (kept for inspection,
+  counted in ``spool_quarantined``, logged) and a new one is started. Other errors (a
+  read-only or full disk) are raised with SQLite's own message; the sender then delivers
+  from memory (see :mod:`otel_posthog.transport`).
 """
 
 from __future__ import annotations
@@ -102,40 +107,93 @@ class Spool:
                     spool._lock = threading.Lock()
 
             os.register_at_fork(after_in_child=after_fork_in_child)
+        self._inode: int | None = None
         with self._lock:
-            self._connection()  # fail fast on an unusable directory
+            self._guarded(lambda conn: None)  # fail fast on an unusable directory
             self._close()
 
     # -- connection ------------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid == os.getpid():
-            return self._conn
+            if self._same_file():
+                return self._conn
+            self._close()  # moved aside (or deleted) by another process: follow the path
         if self._conn is not None:  # inherited over fork: never touch it in the child
             _ORPHANED.append(self._conn)
         self._pid = os.getpid()
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only effective on a new file
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
-        conn.execute("PRAGMA wal_autocheckpoint=256")  # checkpoint at ~1 MB of WAL
-        conn.execute("PRAGMA journal_size_limit=1048576")  # and truncate it back to 1 MB
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only effective on a new file
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
+            conn.execute("PRAGMA wal_autocheckpoint=256")  # checkpoint at ~1 MB of WAL
+            conn.execute("PRAGMA journal_size_limit=1048576")  # and truncate it back to 1 MB
+            conn.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            _rollback(conn)
+            conn.close()
             raise
         self._conn = conn
+        try:
+            self._inode = os.stat(self.path).st_ino
+        except OSError:
+            self._inode = None
         return conn
+
+    def _same_file(self) -> bool:
+        """Whether the path still names the file our connection has open (one ``stat``)."""
+        try:
+            return self._inode is None or os.stat(self.path).st_ino == self._inode
+        except OSError:
+            return False
+
+    def _guarded(self, operation: Any) -> Any:
+        """Run ``operation(conn)`` (caller holds the lock); a corrupt file is moved aside
+        and the operation runs once more on a new one."""
+        try:
+            return operation(self._connection())
+        except sqlite3.DatabaseError as exc:
+            if not is_corrupt(exc):
+                raise
+            self._quarantine(exc)
+        return operation(self._connection())
+
+    def _quarantine(self, exc: BaseException) -> None:
+        """Move the corrupt database (and its WAL) aside, keep it, count it, log it."""
+        inode = self._inode
+        self._close()
+        try:
+            if inode is not None and os.stat(self.path).st_ino != inode:
+                return  # another process already moved it aside: use its new file
+        except OSError:
+            return  # gone already
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = f"{self.path}.corrupt-{stamp}-{os.getpid()}"
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.replace(self.path + suffix, target + suffix)
+            except FileNotFoundError:
+                pass
+        STATS.add("spool_quarantined")
+        log.warning(
+            "otel_posthog: the spool file %s is unreadable (%s); moved aside to %s and a "
+            "new spool started",
+            self.path,
+            exc,
+            target,
+        )
 
     def _close(self) -> None:
         if self._conn is not None and self._pid == os.getpid():
-            self._conn.close()
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
         self._conn = None
 
     def close(self) -> None:
@@ -168,8 +226,8 @@ class Spool:
             STATS.add("spool_dropped", too_many)
             rows = kept[::-1]
         incoming = sum(size for _, size in rows)
-        with self._lock:
-            conn = self._connection()
+
+        def write(conn: sqlite3.Connection) -> int:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 held = conn.execute("SELECT value FROM meta WHERE key='bytes'").fetchone()[0]
@@ -180,10 +238,14 @@ class Spool:
                 conn.execute("UPDATE meta SET value = value + ? WHERE key='bytes'", (incoming,))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
             if dropped:
                 conn.execute("PRAGMA incremental_vacuum")
+            return dropped
+
+        with self._lock:
+            dropped = self._guarded(write)
         if dropped:
             STATS.add("dropped", dropped)
             STATS.add("spool_dropped", dropped)
@@ -209,8 +271,8 @@ class Spool:
         """Take up to ``limit`` of the oldest unclaimed events for sending, or None."""
         token = uuid_mod.uuid4().hex
         now = time.time()
-        with self._lock:
-            conn = self._connection()
+
+        def claim(conn: sqlite3.Connection) -> list[tuple[int, str]]:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 rows: list[tuple[int, str]] = []
@@ -231,8 +293,12 @@ class Spool:
                     )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
+            return rows
+
+        with self._lock:
+            rows = self._guarded(claim)
         if not rows:
             return None
         events = []
@@ -245,8 +311,8 @@ class Spool:
 
     def ack(self, claim: Claim) -> None:
         """The claimed events landed: delete them."""
-        with self._lock:
-            conn = self._connection()
+
+        def ack(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 freed = conn.execute(
@@ -262,28 +328,37 @@ class Spool:
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
+
+        with self._lock:
+            self._guarded(ack)
 
     def release(self, claim: Claim) -> None:
         """The claimed events did not land: make them available again, in place."""
         with self._lock:
-            conn = self._connection()
-            conn.execute(
-                "UPDATE events SET claimed_until = 0, claim = NULL WHERE claim = ?",
-                (claim.token,),
+            self._guarded(
+                lambda conn: conn.execute(
+                    "UPDATE events SET claimed_until = 0, claim = NULL WHERE claim = ?",
+                    (claim.token,),
+                )
             )
 
     # -- inspection --------------------------------------------------------------------------
     def depth(self) -> int:
         """Events held (claimed or not)."""
         with self._lock:
-            return int(self._connection().execute("SELECT count(*) FROM events").fetchone()[0])
+            return int(
+                self._guarded(lambda c: c.execute("SELECT count(*) FROM events").fetchone()[0])
+            )
 
     def held_bytes(self) -> int:
         with self._lock:
-            conn = self._connection()
-            return int(conn.execute("SELECT value FROM meta WHERE key='bytes'").fetchone()[0])
+            return int(
+                self._guarded(
+                    lambda c: c.execute("SELECT value FROM meta WHERE key='bytes'").fetchone()[0]
+                )
+            )
 
     def disk_bytes(self) -> int:
         """Bytes the spool's files take on disk (database, WAL, shared memory)."""
@@ -294,3 +369,28 @@ class Spool:
             except OSError:
                 pass
         return total
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back an open transaction; never hides the error being handled.
+
+    SQLite may already have rolled back on its own (a full or read-only disk): a second
+    ROLLBACK would raise "no transaction is active" and mask the real error.
+    """
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
+_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    """True when SQLite says the file is damaged or not a database (not a disk problem)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _CORRUPT_CODES
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text

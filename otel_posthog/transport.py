@@ -46,6 +46,7 @@ Mapper = Callable[[Work], list[Event]]
 _MAX_BACKOFF_S = 30.0
 _MAX_RETRY_AFTER_S = 600.0
 _SPOOL_CHECK_S = 5.0
+_SPOOL_RETRY_S = 60.0  # a spool that failed (read-only, full disk) is tried again after this
 _OVERFLOW_CHUNK = 200
 _SLICE = 32  # queued items mapped between GIL yields (see EventSender._take)
 _RETRYABLE = {408, 429}
@@ -190,16 +191,24 @@ class EventSender:
         self._down_until = 0.0
         self._backoff = 0.0
         self._spool_backlog = self.spool is not None  # a previous run may have left events
+        self._spool_down_until = 0.0  # the spool failed: deliver from memory until then
         self._next_spool_check = 0.0
         self._overflowed: list[tuple[str, Any]] = []  # full queue, spool on: written in chunks
         self._overflow_lock = threading.Lock()
+        # set while a flush or shutdown deadline has passed: the mapper stops waiting
+        self.deadline_passed = threading.Event()
+
+    def on_worker_thread(self) -> bool:
+        """True on this sender's worker thread: the only place mapping may wait (JWKS)."""
+        return self._thread is threading.current_thread()
 
     # -- request path -------------------------------------------------------------
     def submit(self, kind: str, item: Any) -> bool:
         """Queue ``("work", item)`` or ``("events", [event, ...])``. Never blocks.
 
         When the queue is full (or the sender stopped) the item goes to the spool if
-        there is one (mapped here: overload only), else it is counted as dropped.
+        there is one (mapped here, never waiting on I/O: overload only), else it is
+        counted as dropped.
         """
         if self._stopped:
             return self._overflow(kind, item)
@@ -213,8 +222,27 @@ class EventSender:
             self._wake.set()  # once: set() takes a lock, and the worker may be busy a while
         return True
 
+    def _spool_usable(self) -> bool:
+        return self.spool is not None and time.monotonic() >= self._spool_down_until
+
+    def _spool_failed(self, where: str, exc: BaseException) -> None:
+        """The spool cannot be used (read-only or full disk, ...): deliver from memory for a
+        while; the log names SQLite's own error."""
+        if time.monotonic() >= self._spool_down_until:
+            log.warning(
+                "otel_posthog: the spool failed (%s: %s: %s); delivering from memory, "
+                "the spool is tried again in %d s",
+                where,
+                exc.__class__.__name__,
+                exc,
+                _SPOOL_RETRY_S,
+            )
+        STATS.error(f"spool.{where}", exc)
+        self._spool_down_until = time.monotonic() + _SPOOL_RETRY_S
+        self._spool_backlog = False
+
     def _overflow(self, kind: str, item: Any) -> bool:
-        if self.spool is None:
+        if not self._spool_usable():
             STATS.add("dropped", len(item) if kind == "events" else 1)
             return False
         with self._overflow_lock:
@@ -267,7 +295,12 @@ class EventSender:
         self._wake.set()
         if done.wait(max(timeout_s, 0)):
             return True
-        self._hand_off()
+        self.deadline_passed.set()  # a worker waiting on the IdP lets go of the queue
+        try:
+            self._hand_off()
+        finally:
+            if not self._stopping:
+                self.deadline_passed.clear()
         return False
 
     def shutdown(self, timeout_s: float) -> None:
@@ -278,6 +311,7 @@ class EventSender:
         self.flush(timeout_s)
         self._stopping = True
         self._stopped = True
+        self.deadline_passed.set()
         self._wake.set()
         self._hand_off()
         thread = self._thread
@@ -313,23 +347,27 @@ class EventSender:
         if self.spool is not None:
             self._spool_overflow()
 
-    def _store(self, events: list[Event]) -> None:
-        """To the spool, or counted as dropped (needs no lock of its own)."""
-        if self.spool is None:
+    def _store(self, events: list[Event], drop_on_failure: bool = True) -> bool:
+        """To the spool (True), else counted as dropped (needs no lock of its own).
+
+        With ``drop_on_failure=False`` a failed write drops nothing: the caller keeps them.
+        """
+        if self._spool_usable():
+            try:
+                self.spool.write(events)
+                STATS.add("spooled", len(events))
+                self._spool_backlog = True
+                return True
+            except Exception as exc:
+                self._spool_failed("write", exc)
+        if drop_on_failure:
             STATS.add("dropped", len(events))
-            return
-        try:
-            self.spool.write(events)
-            STATS.add("spooled", len(events))
-            self._spool_backlog = True
-        except Exception as exc:
-            STATS.error("spool.write", exc)
-            STATS.add("dropped", len(events))
+        return False
 
     def gauges(self) -> dict[str, int]:
         """Current depths, for ``stats()``."""
         out = {"queue_depth": len(self._queue)}
-        if self.spool is not None:
+        if self._spool_usable():
             try:
                 out["spool_depth"] = self.spool.depth()
             except Exception as exc:
@@ -352,7 +390,7 @@ class EventSender:
                     self._cycle(interval)
                     if self._overflowed:
                         self._spool_overflow()
-                    if self.spool is not None:
+                    if self._spool_usable():
                         self._drain_spool()
                 except Exception as exc:  # never let the worker die
                     STATS.error("sender.worker", exc)
@@ -443,13 +481,15 @@ class EventSender:
         return True
 
     def _send(self, batch: list[Event], deadline: float | None) -> None:
-        if self.spool is None:
+        if not self._spool_usable():
             self._deliver(batch, deadline)
             return
         if time.monotonic() < self._down_until or self._spool_backlog:
             with self._hold:  # PostHog is down or older events wait: keep the order
-                if self._release(batch):
-                    self._store(batch)
+                if not self._release(batch) or self._store(batch, drop_on_failure=False):
+                    return
+                self._inflight = batch  # the spool failed: deliver this batch from memory
+            self._deliver(batch, deadline)
             return
         err = self._post_once(batch, deadline)
         with self._hold:
@@ -457,11 +497,15 @@ class EventSender:
                 return
             if err is None:
                 self._recovered()
-            elif err.retryable:
-                self._trip(err)
-                self._store(batch)
-            else:
+                return
+            if not err.retryable:
                 self._rejected(err, len(batch))
+                return
+            self._trip(err)
+            if self._store(batch, drop_on_failure=False):
+                return
+            self._inflight = batch  # the spool failed: retry this batch from memory
+        self._deliver(batch, deadline)
 
     def _post_once(self, batch: list[Event], deadline: float | None) -> DeliveryError | None:
         timeout = self.settings.request_timeout_ms / 1000
@@ -505,6 +549,14 @@ class EventSender:
 
     def _drain_spool(self) -> None:
         """Re-send spooled events, oldest first, for up to ~0.25 s per worker cycle."""
+        try:
+            self._drain_spool_once()
+        except Exception as exc:  # e.g. a full disk refuses the claim: new batches go
+            STATS.error("spool.read", exc)  # straight to PostHog, the spool is tried later
+            self._spool_backlog = False
+            self._next_spool_check = time.monotonic() + _SPOOL_CHECK_S
+
+    def _drain_spool_once(self) -> None:
         spool = self.spool
         budget_end = time.monotonic() + 0.25
         while not self._stopping and time.monotonic() < budget_end:
