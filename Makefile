@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install node browser test test-oldest demo lint bench clean
+.PHONY: install node browser test test-oldest test-public-api demo lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,7 +41,7 @@ OLDEST := .venv-oldest
 OLDEST_TESTS := tests/test_mapping.py tests/test_bridge.py tests/test_existing_setup.py \
 	tests/test_launcher.py tests/test_id_generator.py tests/test_receiver_parity.py \
 	tests/test_outbound.py tests/test_jwt_identity.py tests/test_identity_hops.py \
-	tests/test_stats.py tests/test_bridge_process.py
+	tests/test_stats.py tests/test_bridge_process.py tests/test_compat.py
 $(OLDEST)/.installed: pyproject.toml .ci/oldest-constraints.txt
 	$(PY) -m venv $(OLDEST)
 	$(OLDEST)/bin/pip install -q --upgrade pip
@@ -50,6 +50,11 @@ $(OLDEST)/.installed: pyproject.toml .ci/oldest-constraints.txt
 
 test-oldest: $(OLDEST)/.installed
 	$(OLDEST)/bin/python -m pytest -q -p no:cacheprovider $(OLDEST_TESTS)
+
+# The same tests with every fast path of otel_posthog/compat.py switched off: the public-API
+# fallbacks (OTEL_POSTHOG_COMPAT=public, a diagnostic) must behave the same.
+test-public-api: $(STAMP)
+	OTEL_POSTHOG_COMPAT=public $(BIN)/python -m pytest -q -p no:cacheprovider $(OLDEST_TESTS)
 
 # Every benchmark scenario in one run, one table (docs/performance.md); valgrind for the
 # instruction counts. BENCH_ARGS e.g. "--scenarios 2,4 --skip load,faults".

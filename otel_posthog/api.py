@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.trace import TracerProvider
 
+from . import compat
 from .headers import sanitize
 from .processor import PostHogSpanProcessor
 from .propagator import (
@@ -66,15 +66,15 @@ def configure(
 def install_propagators() -> None:
     """Add :class:`PostHogPropagator` to the global one and set the response propagator."""
     current = propagate.get_global_textmap()
-    members = list(getattr(current, "_propagators", [current]))
+    members = compat.members_of(current)
     ours = [p for p in members if isinstance(p, PostHogPropagator)]
     if not ours:
-        propagate.set_global_textmap(CompositePropagator([*members, PostHogPropagator()]))
+        propagate.set_global_textmap(compat.composite([*members, PostHogPropagator()]))
     elif members[-1] is not ours[-1]:
         # last, after the W3C baggage propagator: it removes the inbound posthog.* entries
         # that propagator extracted, and rewrites the baggage header it injected
         others = [p for p in members if not isinstance(p, PostHogPropagator)]
-        propagate.set_global_textmap(CompositePropagator([*others, ours[-1]]))
+        propagate.set_global_textmap(compat.composite([*others, ours[-1]]))
     try:
         from opentelemetry.instrumentation.propagators import set_global_response_propagator
     except ImportError:

@@ -12,6 +12,13 @@ standard way (same environment variables) and adds to the provider it builds:
   span start before any exporter sees it end;
 * an id generator that makes a UUID ``X-Request-ID`` the trace id (around the configured
   ``OTEL_PYTHON_ID_GENERATOR``);
+
+It extends the SDK's configurator (``_OTelSDKConfigurator``, the class the SDK asks
+distros to subclass) through its one hook, ``_configure(**kwargs)``, which passes span
+processors, the export processor factory and exporter arguments on to the components it
+builds; where the SDK does not take them (:mod:`otel_posthog.compat` probes it) or
+``OTEL_CONFIG_FILE`` is set, the SDK builds everything and ``configure()`` adds the bridge
+to the provider it built.
 * the ``posthog`` exporter in a ``SimpleSpanProcessor`` (its ``export`` only appends to
   the pipeline's in-memory queue), linked to the processor: one pipeline, one event per
   span. Other exporters keep the standard ``BatchSpanProcessor``;
@@ -30,14 +37,14 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
-from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
+from . import compat
 from .api import install_propagators
 from .exporter import PostHogSpanExporter
 from .processor import PostHogSpanProcessor
-from .propagator import RequestIdGenerator
+from .propagator import install_request_id_generator
 
 log = logging.getLogger("otel_posthog")
 
@@ -73,7 +80,7 @@ def _export_span_processor(span_exporter: SpanExporter, *args: Any, **kwargs: An
     return BatchSpanProcessor(span_exporter, *args, **kwargs)
 
 
-class PostHogConfigurator(_OTelSDKConfigurator):
+class PostHogConfigurator(compat.sdk_configurator_base()):  # type: ignore[misc]
     """The SDK's standard configuration plus the PostHog processor, id generator and
     response propagator."""
 
@@ -87,30 +94,36 @@ class PostHogConfigurator(_OTelSDKConfigurator):
                 os.environ.get(DISTRO_VAR, "<unset>"),
                 FIX_HINT,
             )
-        if os.environ.get("OTEL_CONFIG_FILE"):  # declarative configuration builds the SDK
-            super()._configure(**kwargs)
+        if os.environ.get("OTEL_CONFIG_FILE") or not compat.configurator_takes_components():
+            # declarative configuration (or an SDK whose configurator takes no components)
+            # builds the SDK; configure() then adds the bridge to the provider it built
+            self._configure_sdk(**kwargs)
             from .api import configure
 
             configure()
             return
-        from opentelemetry.sdk._configuration import (
-            _get_id_generator,
-            _import_id_generator,
-            _initialize_components,
-        )
-
         processor = PostHogSpanProcessor()
-        inner = _import_id_generator(_get_id_generator())
-        _initialize_components(
+        super()._configure(
             **kwargs,
-            id_generator=RequestIdGenerator(inner),
             span_processors=[processor],
             export_span_processor=_export_span_processor,
             exporter_args_map={PostHogSpanExporter: {"processor": processor}},
         )
         provider = trace.get_tracer_provider()
+        install_request_id_generator(provider)  # around the configured OTEL_PYTHON_ID_GENERATOR
         provider._otel_posthog_processor = processor  # type: ignore[attr-defined]
         install_propagators()
+
+    def _configure_sdk(self, **kwargs: Any) -> None:
+        base = super()._configure
+        if getattr(base, "__isabstractmethod__", False):  # no SDK configurator to extend
+            log.error(
+                "otel_posthog: this opentelemetry-sdk has no configurator to extend; the "
+                "bridge is added to a default TracerProvider. Set OTEL_PYTHON_CONFIGURATOR to "
+                "the SDK's and call otel_posthog.configure() in the app instead"
+            )
+            return
+        base(**kwargs)
 
 
 def check_selection() -> None:

@@ -3,10 +3,10 @@
 Alone (any distro, e.g. ``OTEL_TRACES_EXPORTER=otlp,posthog``) it maps each finished
 local-root SERVER span from its attributes, like the OTLP receiver. Linked to a
 :class:`~otel_posthog.processor.PostHogSpanProcessor` (the PostHog configurator links
-them; so does ``configure()`` when an exporter is already running) it gets each request's
-:class:`RequestState` (verified person, session, adopted request id, ``capture()`` events,
-client-call rollup) from the processor's hand-off table and sends through the processor's
-pipeline: one pipeline, one event per span.
+them; so does ``configure()`` when an exporter is already running) it sends through the
+processor's pipeline and claims from it each request's :class:`RequestState` (verified
+person, session, adopted request id, ``capture()`` events, client-call rollup) that the
+processor held there: one pipeline, one event per span.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .pipeline import Pipeline
-from .request_state import LiveRequests, RequestState
 from .runtime import STATS
 from .settings import Settings, resolve_settings
 
@@ -50,18 +49,15 @@ class PostHogSpanExporter(SpanExporter):
         **overrides: Any,
     ) -> None:
         self.processor: PostHogSpanProcessor | None = None
-        # request states handed over by the processor, by span id; bounded and pruned
-        # (a span the batch processor dropped never comes to claim its state)
-        self.held = LiveRequests(max_entries=50_000, max_age_s=600.0)
         self._lock = threading.Lock()
         self._shutdown = False
         if processor is not None:
             self.pipeline = processor.pipeline.acquire()
-            processor.link_exporter(self)
             self.processor = processor
         else:
             resolved = settings if settings is not None else resolve_settings(**overrides)
             self.pipeline = Pipeline(resolved).acquire()
+        self.pipeline.exporter_submits = True
         _EXPORTERS.add(self)
 
     @property
@@ -74,13 +70,9 @@ class PostHogSpanExporter(SpanExporter):
             if self.processor is processor:
                 return
             old, self.pipeline = self.pipeline, processor.pipeline.acquire()
+            self.pipeline.exporter_submits = True  # the processor holds, this submits
             self.processor = processor
-        processor.link_exporter(self)
         old.release()
-
-    def hold(self, span_id: int, state: RequestState) -> None:
-        """Called by the linked processor in ``on_start``, so ``export`` always finds it."""
-        self.held.put(span_id, state)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
@@ -93,7 +85,7 @@ class PostHogSpanExporter(SpanExporter):
                 parent = span.parent
                 if parent is not None and parent.is_valid and not parent.is_remote:
                     continue  # a nested server span: only the local root makes events
-                state = self.held.pop(span.context.span_id)
+                state = pipeline.claim(span.context.span_id)
                 if state is None:
                     self._warn_unlinked()
                 pipeline.submit(span, state)

@@ -217,7 +217,8 @@ class JwksCache:
                 return
 
     def _fetch_guarded(self, done: threading.Event) -> None:
-        from .runtime import STATS, suppressed_instrumentation
+        from .compat import suppressed_instrumentation
+        from .runtime import STATS
 
         ok = False
         try:

@@ -1,11 +1,14 @@
 """The one PostHog pipeline behind both SDK entry points: span processor and span exporter.
 
-A :class:`Pipeline` owns the JWT verifier, the span -> events function (:meth:`map_work`,
-the only place a finished request span meets :func:`otel_posthog.mapping.map_span`) and
-one :class:`EventSender`. :class:`~otel_posthog.processor.PostHogSpanProcessor` and
-:class:`~otel_posthog.exporter.PostHogSpanExporter` both hand finished request spans to
-:meth:`Pipeline.submit`; when the two are linked they share one pipeline, and only the
-exporter submits, so a span never makes events twice.
+A :class:`Pipeline` owns the JWT verifier, the table of request states handed from the
+processor to the exporter, the span -> events function (:meth:`map_work`, where a
+finished SDK request span meets :func:`otel_posthog.mapping.map_span`; the OTLP receiver
+has its own) and one :class:`EventSender`.
+:class:`~otel_posthog.processor.PostHogSpanProcessor` and
+:class:`~otel_posthog.exporter.PostHogSpanExporter` are adapters over it and know nothing
+of each other: both hand finished request spans to :meth:`Pipeline.submit`; when an
+exporter sends through the processor's pipeline, the processor only holds request states
+(:meth:`hold`) and the exporter claims them and submits, so a span never makes events twice.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from . import lifecycle
 from .jwt_identity import JwtVerifier
 from .mapping import Event, map_custom_events, map_span
-from .request_state import RequestState
+from .request_state import LiveRequests, RequestState
 from .runtime import STATS
 from .sdk_span import view_from_sdk_span
 from .settings import Settings
@@ -46,6 +49,12 @@ class Pipeline:
         self._owners = 0
         self._lock = threading.Lock()
         self._emit_late = self.emit_late  # one bound method, not one per request
+        # True once a PostHogSpanExporter sends through this pipeline: it submits the spans
+        # (the processor then only holds request states for it, from on_start)
+        self.exporter_submits = False
+        # request states the exporter claims when the SDK exports their span, by span id;
+        # bounded and pruned (a span a batch processor dropped never claims its state)
+        self.held = LiveRequests(max_entries=50_000, max_age_s=600.0)
         if not settings.enabled:
             return
         spool = None
@@ -70,9 +79,18 @@ class Pipeline:
             install(settings.scrub_patterns)
         self.verifier.start()
         _PIPELINES.add(self)
-        lifecycle.install()
+        lifecycle.install(flush_all)
 
     # -- request path (never blocks) --------------------------------------------------------
+    def hold(self, span_id: int, state: RequestState) -> None:
+        """Keep a request's state for the exporter (from ``on_start``: the exporter may get
+        the span before the processor's ``on_end`` runs)."""
+        self.held.put(span_id, state)
+
+    def claim(self, span_id: int) -> RequestState | None:
+        """The state held for an exported span (None: attributes only)."""
+        return self.held.pop(span_id)
+
     def submit(self, span: ReadableSpan, state: RequestState | None) -> None:
         """Queue a finished local-root SERVER span; ``state`` None means attributes only."""
         if self.sender is None:
@@ -169,10 +187,11 @@ def active_pipelines() -> list[Pipeline]:
 
 
 def flush_all(timeout_s: float | None = None) -> None:
-    """Deliver what every pipeline holds (spans still in an SDK batch processor first)."""
-    from .exporter import live_exporters
+    """Deliver what every pipeline holds (spans still in an SDK batch processor first).
 
-    if live_exporters():  # their spans may still wait in a BatchSpanProcessor
+    The one flush of the process: ``lifecycle`` calls it at shutdown."""
+    pipelines = active_pipelines()
+    if any(p.exporter_submits for p in pipelines):  # spans may wait in a BatchSpanProcessor
         from opentelemetry import trace
 
         provider = trace.get_tracer_provider()
@@ -183,7 +202,7 @@ def flush_all(timeout_s: float | None = None) -> None:
                 flush(ms)
             except Exception as exc:
                 STATS.error("flush_all.provider", exc)
-    for pipeline in active_pipelines():
+    for pipeline in pipelines:
         try:
             t = timeout_s if timeout_s is not None else pipeline.settings.shutdown_timeout_ms / 1000
             pipeline.flush(t)

@@ -3,8 +3,9 @@
 ``on_start`` binds the request's :class:`RequestState` to its local-root SERVER span and
 resolves the person (cached, CPU only). ``on_end`` hands the finished span to the
 :class:`~otel_posthog.pipeline.Pipeline` (mapping and sending happen on its worker
-thread), or, when a :class:`~otel_posthog.exporter.PostHogSpanExporter` is linked, hands
-the request state to that exporter, which submits the span when the SDK exports it.
+thread), or, when a :class:`~otel_posthog.exporter.PostHogSpanExporter` sends through
+the same pipeline, leaves the request state held there for it (from ``on_start``): the
+exporter submits the span when the SDK exports it.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from . import compat
 from .headers import valid_uuid
 from .jwt_identity import JwtVerifier
 from .pipeline import Pipeline
@@ -28,9 +30,6 @@ from .runtime import STATS, resolved_person, set_current_settings, verified_pers
 from .settings import Settings, resolve_settings
 from .transport import EventSender
 
-if TYPE_CHECKING:
-    from .exporter import PostHogSpanExporter
-
 log = logging.getLogger("otel_posthog")
 
 _SERVER = trace.SpanKind.SERVER
@@ -39,6 +38,8 @@ _PROCESSORS: weakref.WeakSet[PostHogSpanProcessor] = weakref.WeakSet()
 # A request that never ends is forgotten after this long (Sentry's 10-minute rule).
 REQUEST_MAX_AGE_S = 600.0
 _SWEEP_EVERY_S = 30.0
+# the SDK span's kind and parent: its properties are Python calls, on every span
+_kind_and_parent = compat.kind_and_parent_reader()
 
 
 class PostHogSpanProcessor(SpanProcessor):
@@ -56,7 +57,6 @@ class PostHogSpanProcessor(SpanProcessor):
         # in-flight CLIENT children -> their request, for the rollup; bounded and swept
         self._children = LiveRequests(max_entries=100_000, max_age_s=REQUEST_MAX_AGE_S)
         self._last_sweep = time.monotonic()
-        self.exporter: PostHogSpanExporter | None = None
         self.enabled = self.settings.enabled
         if not self.enabled:
             log.warning("otel_posthog: POSTHOG_API_KEY is not set: the PostHog bridge is disabled")
@@ -66,10 +66,6 @@ class PostHogSpanProcessor(SpanProcessor):
     @property
     def sender(self) -> EventSender | None:
         return self.pipeline.sender
-
-    def link_exporter(self, exporter: PostHogSpanExporter) -> None:
-        """From now on ``exporter`` submits the request spans this processor enriches."""
-        self.exporter = exporter
 
     # -- request path ----------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -107,9 +103,9 @@ class PostHogSpanProcessor(SpanProcessor):
             state.jwt_distinct_id = result.distinct_id
             state.jwt_pending = result.pending
         LIVE.put(span_ctx.span_id, state)
-        if self.exporter is not None:
+        if self.pipeline.exporter_submits:
             # held from the start: the exporter may get the span before our on_end runs
-            self.exporter.hold(span_ctx.span_id, state)
+            self.pipeline.hold(span_ctx.span_id, state)
         if self.settings.span_attributes:
             set_identity_attributes(span, state)
         if time.monotonic() - self._last_sweep >= _SWEEP_EVERY_S:
@@ -120,8 +116,7 @@ class PostHogSpanProcessor(SpanProcessor):
         self._last_sweep = time.monotonic()
         self._children.prune()
         LIVE.prune()
-        if self.exporter is not None:
-            self.exporter.held.prune()
+        self.pipeline.held.prune()
 
     def on_end(self, span: ReadableSpan) -> None:
         if not self.enabled:
@@ -135,9 +130,9 @@ class PostHogSpanProcessor(SpanProcessor):
                     parent = span.parent
                     if parent is not None and parent.is_valid and not parent.is_remote:
                         return  # a nested server span: the local root makes the event
-                if self.exporter is None:
+                if not self.pipeline.exporter_submits:
                     self.pipeline.submit(span, state)
-                # else the linked exporter submits it, with the state held since on_start
+                # else the exporter submits it, with the state held since on_start
             elif kind is _CLIENT:
                 state = self._children.pop(span_id)
                 if state is not None and span.end_time and span.start_time:
@@ -159,13 +154,6 @@ class PostHogSpanProcessor(SpanProcessor):
         self.pipeline.release()
 
 
-def _kind_and_parent(span: Any) -> tuple[Any, Any]:
-    try:  # the SDK span's fields: its properties are Python calls, on every span
-        return span._kind, span._parent
-    except AttributeError:
-        return span.kind, span.parent
-
-
 def set_identity_attributes(span: Any, state: RequestState) -> None:
     """Semantic-convention ``enduser.id`` / ``session.id`` for other exporters (personal data)."""
     person = verified_person(state)
@@ -173,38 +161,11 @@ def set_identity_attributes(span: Any, state: RequestState) -> None:
     if session and not valid_uuid(session):
         session = None  # a client's header: only a posthog-js session id (a UUID) is set
     if person:
-        _add_attributes(
-            span,
-            {"enduser.id": person, "session.id": session} if session else {"enduser.id": person},
+        span.set_attributes(
+            {"enduser.id": person, "session.id": session} if session else {"enduser.id": person}
         )
     elif session:
-        _add_attributes(span, {"session.id": session})
-
-
-def _add_attributes(span: Any, items: dict[str, str]) -> None:
-    """``span.set_attributes(items)`` for a span that has just started.
-
-    The SDK's ``set_attributes`` validates and locks per attribute (about 1 % of a
-    request); these values are sanitised strings, so when the span's storage has room and
-    no value-length limit they go straight in, as the SDK would store them.
-    """
-    try:
-        attributes = span._attributes
-        store = attributes._dict
-        maxlen = attributes.maxlen
-        fast = (
-            type(store) is dict
-            and (maxlen is None or len(store) + len(items) <= maxlen)
-            and attributes.max_value_len is None
-            and attributes._immutable is False
-            and span._end_time is None
-        )
-    except AttributeError:  # not the SDK's span
-        fast = False
-    if fast:
-        store.update(items)
-    else:
-        span.set_attributes(items)
+        span.set_attribute("session.id", session)
 
 
 def active_processors() -> list[PostHogSpanProcessor]:

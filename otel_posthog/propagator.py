@@ -74,31 +74,22 @@ def _header(carrier: CarrierT, getter: Getter[CarrierT], name: str) -> str | Non
 ORIGIN_HEADER = "origin"  # only its presence: CORS response headers are for browsers
 BAGGAGE_HEADER = "baggage"  # only its presence: then inbound posthog.* baggage is removed
 _WANTED = {name.encode(): name for name in (*_HEADERS, ORIGIN_HEADER, BAGGAGE_HEADER)}
-_CLASS_NAMED: dict[tuple[type, str], bool] = {}
 
 
-def _is_a(obj: object, class_name: str) -> bool:
-    """``obj`` is an instance of a class named ``class_name`` (an optional dependency's)."""
-    key = (type(obj), class_name)
-    known = _CLASS_NAMED.get(key)
-    if known is None:
-        known = any(c.__name__ == class_name for c in key[0].__mro__)
-        _CLASS_NAMED[key] = known
-    return known
-
-
-def _is_asgi_getter(getter: object) -> bool:
-    return _is_a(getter, "ASGIGetter")
+_ASGI_SCOPES = frozenset(("http", "websocket"))
 
 
 def _asgi_headers(carrier: object) -> dict[str, str | None] | None:
     """Our headers from an ASGI scope in one pass, sanitised (first value wins); None if
-    the carrier is not one.
+    the carrier is not one (told by its shape, the ASGI spec's: public, whatever getter).
 
     The ASGI getter scans and decodes every header for each name asked: six names, and a
-    second try in Title-Case for each absent one, made this a tenth of a request's cost.
+    second try in Title-Case for each absent one, made this a large part of a request's
+    cost (docs/performance.md).
     """
-    raw = carrier.get("headers") if isinstance(carrier, dict) else None
+    if not isinstance(carrier, dict) or carrier.get("type") not in _ASGI_SCOPES:
+        return None
+    raw = carrier.get("headers")
     if not isinstance(raw, (list, tuple)):
         return None
     found: dict[str, str | None] = {}
@@ -130,7 +121,7 @@ def _asgi_headers(carrier: object) -> dict[str, str | None] | None:
 
 
 def _read_headers(carrier: CarrierT, getter: Getter[CarrierT]) -> dict[str, str | None]:
-    found = _asgi_headers(carrier) if _is_asgi_getter(getter) else None
+    found = _asgi_headers(carrier)
     if found is None:
         found = {name: _header(carrier, getter, name) for name in _HEADERS}
         found[ORIGIN_HEADER] = _header(carrier, getter, ORIGIN_HEADER)
@@ -333,7 +324,8 @@ class PostHogResponsePropagator(_ResponseBase):
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
         try:
-            if isinstance(carrier, dict) and carrier.get("type") in _NOT_A_RESPONSE_START:
+            message = carrier.get("type") if isinstance(carrier, dict) else None
+            if message in _NOT_A_RESPONSE_START:
                 return  # the ASGI instrumentation calls us for every message it sends
             span_ctx = trace.get_current_span(context).get_span_context()
             if not span_ctx.is_valid:
@@ -346,7 +338,7 @@ class PostHogResponsePropagator(_ResponseBase):
             else:
                 rid, expose = trace_hex, True
             trace_response = f"00-{trace_hex}-{span_ctx.span_id:016x}-{span_ctx.trace_flags:02x}"
-            if isinstance(carrier, dict) and _is_a(setter, "ASGISetter"):
+            if message == "http.response.start" and isinstance(carrier, dict):
                 # what the ASGI setter does, without three calls and re-encoding constants
                 headers = carrier.get("headers")
                 if not headers:

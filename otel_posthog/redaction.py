@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+from . import compat
+
 REDACTED = "REDACTED"
 _URL_KEYS = ("http.url", "url.full", "http.target")
 _QUERY_KEYS = ("url.query",)
@@ -42,12 +44,9 @@ def redact_value(key: str, value: Any) -> Any:
     return value
 
 
-def _readable_attributes(span: Any) -> Any:
-    """The span's attributes to read: the SDK's storage dict when there is one (each
-    lookup through its ``MappingProxyType`` and ``BoundedAttributes`` runs Python code,
-    and an absent key raises and catches ``KeyError``)."""
-    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
-    return inner if isinstance(inner, dict) else (span.attributes or {})
+# the span's attributes to read: each lookup through the SDK's ``MappingProxyType`` and
+# ``BoundedAttributes`` runs Python code, and an absent key raises and catches ``KeyError``
+_readable_attributes = compat.live_attributes_reader()
 
 
 def redact_span_urls(span: Any) -> None:

@@ -1,4 +1,4 @@
-"""Process-wide pieces: counters, the active settings, instrumentation suppression.
+"""Process-wide pieces: counters and the active settings.
 
 Small on purpose: the bridge's state lives in its processor; this module only holds what
 the propagators and helpers need without a reference to it.
@@ -11,11 +11,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
-
-from opentelemetry import context as otel_context
 
 from .settings import ConfigError, Settings, resolve_settings
 
@@ -196,16 +192,3 @@ def resolved_person(state: RequestState) -> str | None:
         or state.baggage_distinct_id
         or state.header_distinct_id
     )
-
-
-@contextmanager
-def suppressed_instrumentation() -> Iterator[None]:
-    """No spans from what runs inside: the bridge's own HTTP calls are never traced."""
-    ctx = otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
-    ctx = otel_context.set_value("suppress_instrumentation", True, ctx)
-    ctx = otel_context.set_value(otel_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, ctx)
-    token = otel_context.attach(ctx)
-    try:
-        yield
-    finally:
-        otel_context.detach(token)

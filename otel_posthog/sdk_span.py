@@ -8,37 +8,16 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
+from . import compat
 from .spanview import ExceptionInfo, RequestFacts, SpanView
 
 # by identity: hashing an Enum member runs Python code
 _KINDS = {id(kind): kind.name.lower() for kind in SpanKind}
 
 
-def _plain(attributes: Any) -> Mapping[str, Any]:
-    """A plain dict to read from, without copying when possible.
-
-    Every lookup on the SDK's ``BoundedAttributes`` (behind a ``MappingProxyType``) runs
-    Python code, and the mapping makes about fifteen per span; a finished span's
-    attributes no longer change, so its storage dict is read directly.
-    """
-    if attributes is None:
-        return {}
-    inner = getattr(attributes, "_dict", None)
-    if isinstance(inner, dict):
-        return inner
-    return attributes if type(attributes) is dict else dict(attributes)
-
-
-def _no_events(span: ReadableSpan) -> bool:
-    """True when the span recorded no events, without copying them (``span.events``)."""
-    raw = getattr(span, "_events", None)
-    if raw is None:
-        return False
-    storage = getattr(raw, "_dq", raw)  # the SDK's BoundedList keeps a deque
-    try:
-        return len(storage) == 0
-    except TypeError:
-        return False
+_plain = compat.plain_attributes_reader()
+_no_events = compat.no_events_reader()
+_fields = compat.span_fields_reader()
 
 
 def _exceptions(span: ReadableSpan) -> tuple[ExceptionInfo, ...]:
@@ -75,14 +54,7 @@ def _resource_attributes(resource: Any) -> Mapping[str, Any]:
 
 
 def view_from_sdk_span(span: ReadableSpan, facts: RequestFacts | None = None) -> SpanView:
-    try:  # the SDK's fields: each public property is a Python call, ten per span
-        ctx, parent, kind = span._context, span._parent, span._kind
-        start, end, status = span._start_time, span._end_time, span._status
-        raw, resource = span._attributes, span._resource
-    except AttributeError:  # another ReadableSpan implementation
-        ctx, parent, kind = span.context, span.parent, span.kind
-        start, end, status = span.start_time, span.end_time, span.status
-        raw, resource = span.attributes, span.resource
+    ctx, parent, kind, start, end, status, raw, resource = _fields(span)
     return SpanView(
         span.name,
         _KINDS.get(id(kind)) or kind.name.lower(),

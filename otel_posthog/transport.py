@@ -34,7 +34,8 @@ try:  # a dependency; the standard library is the fallback where no wheel instal
 except ImportError:  # pragma: no cover
     orjson = None  # type: ignore[assignment]
 
-from .runtime import STATS, suppressed_instrumentation
+from .compat import suppressed_instrumentation
+from .runtime import STATS
 from .settings import Settings
 
 log = logging.getLogger("otel_posthog")
@@ -82,10 +83,9 @@ class BatchPoster:
     same URL, headers and body (``batch``, ``sent_at``, ``api_key``), gzip-compressed.
     Our events are plain JSON already, so the body is encoded in one ``orjson.dumps``
     call (the standard library's encoder where orjson is missing) and compressed at
-    level 1 (the request layer's default walk over every value for non-finite floats
-    and level-9 gzip were 2/3 of the exporter's CPU); a batch
-    that is not plain JSON (e.g. changed by ``before_send``) goes through the request
-    layer itself.
+    level 1 instead of the request layer's walk over every value and level-9 gzip
+    (docs/performance.md); a batch that is not plain JSON (e.g. changed by
+    ``before_send``) goes through the request layer itself.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -548,7 +548,7 @@ class EventSender:
         STATS.error(f"sender.rejected.{err}", err)
 
     def _drain_spool(self) -> None:
-        """Re-send spooled events, oldest first, for up to ~0.25 s per worker cycle."""
+        """Re-send spooled events, oldest first, for a bounded time per worker cycle."""
         try:
             self._drain_spool_once()
         except Exception as exc:  # e.g. a full disk refuses the claim: new batches go
@@ -613,7 +613,7 @@ class EventSender:
 def _dumps(body: Any) -> bytes:
     """Compact UTF-8 JSON; raises TypeError/ValueError for what is not plain JSON."""
     if orjson is not None:
-        return orjson.dumps(body)  # ~12x the stdlib encoder; NaN/Infinity become null
+        return orjson.dumps(body)  # NaN/Infinity become null
     return json.dumps(body, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
 
 

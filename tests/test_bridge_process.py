@@ -9,7 +9,7 @@ import time
 import jwt
 import requests
 
-from .helpers import AppProcess, bridge_env
+from .helpers import AppProcess, bridge_env, needs_lifespan_hook
 
 VOLATILE = {"request_id", "$trace_id", "$span_id", "response_time_ms", "traceback", "service"}
 
@@ -20,6 +20,7 @@ def token(user: str = "user_12345") -> str:
     return jwt.encode(claims, "demo-secret-change-me-before-any-real-use", algorithm="HS256")
 
 
+@needs_lifespan_hook
 def test_request_in_flight_at_sigterm_keeps_its_event(sink):
     # A flush interval of a minute: only the shutdown flush can deliver the event in time.
     env = bridge_env(sink, OTEL_POSTHOG_FLUSH_INTERVAL_MS="60000", EXAMPLE_SLOW_SECONDS="1.0")

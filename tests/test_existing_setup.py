@@ -248,25 +248,31 @@ def test_a_capture_just_after_the_request_ends_is_sent_once(sink):
 
 
 def test_identity_attributes_respect_the_sdks_span_limits():
-    """enduser.id / session.id go in as the SDK's set_attributes would store them."""
+    """enduser.id / session.id go in through the SDK's own set_attributes: its value-length
+    and count limits apply, and an ended span is left as it was."""
     from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
-    from otel_posthog.processor import _add_attributes
+    from otel_posthog.processor import set_identity_attributes
+    from otel_posthog.request_state import RequestState
 
+    state = RequestState()
+    state.identified_id = "user-123456"
+    state.session_id = "0190a2b4-7c3d-7e8f-9a0b-1c2d3e4f5a6b"
     items = {"enduser.id": "user-123456", "session.id": "0190a2b4-7c3d-7e8f-9a0b-1c2d3e4f5a6b"}
     plain = TracerProvider().get_tracer("t").start_span("s", attributes={"a": 1})
-    _add_attributes(plain, items)
+    set_identity_attributes(plain, state)
     assert dict(plain.attributes) == {"a": 1, **items}
     short = TracerProvider(span_limits=SpanLimits(max_span_attribute_length=4))
     span = short.get_tracer("t").start_span("s")
-    _add_attributes(span, items)  # the SDK truncates
+    set_identity_attributes(span, state)  # the SDK truncates
     assert dict(span.attributes) == {"enduser.id": "user", "session.id": "0190"}
     full = TracerProvider(span_limits=SpanLimits(max_span_attributes=2))
     span = full.get_tracer("t").start_span("s", attributes={"a": 1, "b": 2})
-    _add_attributes(span, items)  # the SDK drops the oldest to make room
+    set_identity_attributes(span, state)  # the SDK drops the oldest to make room
     assert dict(span.attributes) == items and span.dropped_attributes == 2
     span.end()
-    _add_attributes(span, {"enduser.id": "late"})  # an ended span stays as it was
+    state.identified_id = "late"
+    set_identity_attributes(span, state)  # an ended span stays as it was
     assert span.attributes["enduser.id"] == "user-123456"
 
 

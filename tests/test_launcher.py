@@ -14,7 +14,7 @@ from collections import Counter
 
 import requests
 
-from .helpers import VENV_BIN, AppProcess, bridge_env
+from .helpers import VENV_BIN, AppProcess, bridge_env, needs_lifespan_hook
 from .launcher_support import PLAIN_APP, launcher_argv, launcher_env, uvicorn_argv
 
 REQUEST_EVENTS = {"api_request", "api_error", "slow_request"}
@@ -126,7 +126,9 @@ PROBE = (
     "from opentelemetry import trace, propagate; "
     "p = trace.get_tracer_provider(); "
     "print('processor', hasattr(p, '_otel_posthog_processor')); "
-    "print('propagators', [type(x).__name__ for x in propagate.get_global_textmap()._propagators])"
+    "flat = lambda p: [m for x in getattr(p, '_propagators', [p]) for m in "
+    "(flat(x) if hasattr(x, '_propagators') else [x])]; "
+    "print('propagators', [type(x).__name__ for x in flat(propagate.get_global_textmap())])"
 )
 
 
@@ -196,6 +198,7 @@ def _stop_gracefully(app: AppProcess) -> None:
     assert app.wait(30) in (0, -signal.SIGTERM), app.output()[-3000:]
 
 
+@needs_lifespan_hook
 def test_uvicorn_two_workers_one_event_per_request_nothing_lost_at_exit(sink):
     # a long flush interval: events only leave at the workers' shutdown flush
     env = launcher_env(sink, OTEL_POSTHOG_FLUSH_INTERVAL_MS="60000")
@@ -210,6 +213,7 @@ def test_uvicorn_two_workers_one_event_per_request_nothing_lost_at_exit(sink):
     _assert_one_event_each(sink, ids)
 
 
+@needs_lifespan_hook
 def test_gunicorn_uvicorn_workers_one_event_per_request_nothing_lost_at_exit(sink):
     env = launcher_env(sink, OTEL_POSTHOG_FLUSH_INTERVAL_MS="60000")
     argv = launcher_argv(
