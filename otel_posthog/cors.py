@@ -9,15 +9,7 @@ Use with FastAPI/Starlette's ``CORSMiddleware``::
 
 from __future__ import annotations
 
-ALLOW_HEADERS = [
-    "authorization",
-    "content-type",
-    "traceparent",
-    "tracestate",
-    "baggage",
-    "x-request-id",
-    "x-posthog-session-id",
-    "x-posthog-window-id",
-    "x-posthog-distinct-id",
-]
-EXPOSE_HEADERS = ["x-request-id", "traceresponse"]
+from .headers import REQUEST_HEADERS, RESPONSE_HEADERS
+
+ALLOW_HEADERS = list(REQUEST_HEADERS)
+EXPOSE_HEADERS = [name.lower() for name in RESPONSE_HEADERS]

@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .pipeline import Pipeline
 from .runtime import STATS
+from .sdk_span import is_local_root
 from .settings import Settings, resolve_settings
 
 if TYPE_CHECKING:
@@ -82,8 +83,7 @@ class PostHogSpanExporter(SpanExporter):
             try:
                 if span.kind is not _SERVER:
                     continue
-                parent = span.parent
-                if parent is not None and parent.is_valid and not parent.is_remote:
+                if not is_local_root(span.parent):
                     continue  # a nested server span: only the local root makes events
                 state = pipeline.claim(span.context.span_id)
                 if state is None:

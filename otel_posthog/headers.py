@@ -1,4 +1,5 @@
-"""Header value hygiene: sanitising, UUID and ``traceparent`` checks, bearer tokens.
+"""The request and response headers the bridge reads and writes, and their hygiene:
+names, length limits, sanitising, UUID and ``traceparent`` checks, bearer tokens.
 
 Everything read from a request header passes through here before the bridge uses it.
 """
@@ -8,7 +9,36 @@ from __future__ import annotations
 import re
 import unicodedata
 
-MAX_HEADER_CHARS = 1000
+AUTHORIZATION_HEADER = "authorization"
+SESSION_HEADER = "x-posthog-session-id"
+WINDOW_HEADER = "x-posthog-window-id"
+DISTINCT_HEADER = "x-posthog-distinct-id"
+REQUEST_ID_HEADER = "x-request-id"
+TRACERESPONSE_HEADER = "traceresponse"
+# what a browser must be allowed to send (CORS allow list) and may read (expose list)
+REQUEST_HEADERS = (
+    AUTHORIZATION_HEADER,
+    "content-type",
+    "traceparent",
+    "tracestate",
+    "baggage",
+    REQUEST_ID_HEADER,
+    SESSION_HEADER,
+    WINDOW_HEADER,
+    DISTINCT_HEADER,
+)
+RESPONSE_HEADERS = ("X-Request-ID", TRACERESPONSE_HEADER)  # as the responses spell them
+
+MAX_HEADER_CHARS = 1000  # characters kept of a header value
+MAX_AUTHORIZATION_CHARS = 16_384  # a JWT with many claims
+_LIMITS = {AUTHORIZATION_HEADER: MAX_AUTHORIZATION_CHARS}
+
+
+def header_limit(name: str) -> int:
+    """Characters kept of the value of header ``name`` (lower-case)."""
+    return _LIMITS.get(name, MAX_HEADER_CHARS)
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _UUID = re.compile(
     r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"

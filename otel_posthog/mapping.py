@@ -1,8 +1,10 @@
 """The pure core: a finished :class:`SpanView` becomes PostHog events.
 
 Every rule about which span becomes which event and which property lives here, and only
-here. No I/O, no globals: the SDK span processor, the launcher exporter and the OTLP
-receiver all call :func:`map_span`.
+here. No I/O: the SDK span processor, the launcher exporter and the OTLP receiver all
+call :func:`map_span`. The module state is caches only (the timestamp of the current
+second, per-settings route properties) and the process's random sampling key; none of
+it changes what an event says.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 
 from . import lifecycle
+from .before_send import apply_before_send
 from .jwt_identity import JwtVerifier
 from .mapping import Event, map_custom_events, map_span
 from .request_state import LiveRequests, RequestState
@@ -160,26 +161,6 @@ class Pipeline:
         if self.sender is not None:
             self.sender.shutdown(self.settings.shutdown_timeout_ms / 1000)
         _PIPELINES.discard(self)
-
-
-def apply_before_send(events: list[Event], settings: Settings) -> list[Event]:
-    """Run the user's ``before_send`` hook: an event back (changed or not) or None to drop.
-
-    A hook that raises is counted and its event sent unchanged.
-    """
-    hook = settings.before_send
-    if hook is None:
-        return events
-    out = []
-    for event in events:
-        try:
-            result = hook(event)
-        except Exception as exc:
-            STATS.error("before_send", exc)
-            result = event
-        if result is not None:
-            out.append(result)
-    return out
 
 
 def active_pipelines() -> list[Pipeline]:

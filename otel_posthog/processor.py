@@ -27,6 +27,7 @@ from .pipeline import flush_all as _flush_pipelines
 from .redaction import redact_span_urls
 from .request_state import LIVE, LiveRequests, RequestState, current_state
 from .runtime import STATS, resolved_person, set_current_settings, verified_person
+from .sdk_span import is_local_root
 from .settings import Settings, resolve_settings
 from .transport import EventSender
 
@@ -72,14 +73,14 @@ class PostHogSpanProcessor(SpanProcessor):
         if not self.enabled:
             return
         try:
-            kind, parent = _kind_and_parent(span)  # the SDK keeps None for an invalid parent
-            local_root = parent is None or parent.is_remote
-            if kind is _SERVER and local_root:
-                self._bind_request(span, current_state(parent_context))
+            kind, parent = _kind_and_parent(span)
+            if kind is _SERVER:
+                if is_local_root(parent):
+                    self._bind_request(span, current_state(parent_context))
             elif kind is _CLIENT:
                 if self.settings.redact_query:
                     redact_span_urls(span)  # outbound URLs carry API keys in their queries
-                if local_root:
+                if is_local_root(parent):
                     return
                 if getattr(trace.get_current_span(parent_context), "kind", None) is _CLIENT:
                     return  # e.g. urllib3 under requests: one outbound call, counted once
@@ -127,8 +128,7 @@ class PostHogSpanProcessor(SpanProcessor):
             if kind is _SERVER:
                 state = LIVE.pop(span_id)
                 if state is None:
-                    parent = span.parent
-                    if parent is not None and parent.is_valid and not parent.is_remote:
+                    if not is_local_root(span.parent):
                         return  # a nested server span: the local root makes the event
                 if not self.pipeline.exporter_submits:
                     self.pipeline.submit(span, state)

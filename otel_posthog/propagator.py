@@ -32,15 +32,23 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
-from .headers import bearer_token, sanitize, uuid_int, valid_traceparent, valid_uuid
+from .headers import (
+    DISTINCT_HEADER,
+    REQUEST_ID_HEADER,
+    RESPONSE_HEADERS,
+    SESSION_HEADER,
+    WINDOW_HEADER,
+    bearer_token,
+    sanitize,
+    uuid_int,
+    valid_traceparent,
+    valid_uuid,
+)
+from .headers import header_limit as _limit
 from .identity_hosts import destination_host, policy_for
 from .request_state import LIVE, STATE_KEY, RequestState, current_state
 from .runtime import current_settings, verified_person
 
-SESSION_HEADER = "x-posthog-session-id"
-WINDOW_HEADER = "x-posthog-window-id"
-DISTINCT_HEADER = "x-posthog-distinct-id"
-REQUEST_ID_HEADER = "x-request-id"
 BAGGAGE_DISTINCT_KEY = "posthog.distinct_id"
 BAGGAGE_SESSION_KEY = "posthog.session_id"
 BAGGAGE_PREFIX = "posthog."
@@ -52,13 +60,6 @@ _HEADERS = (
     REQUEST_ID_HEADER,
     "traceparent",
 )
-
-
-_LIMITS = {"authorization": 16_384}  # characters kept of a header value; others 1000
-
-
-def _limit(name: str) -> int:
-    return _LIMITS.get(name, 1000)
 
 
 def _header(carrier: CarrierT, getter: Getter[CarrierT], name: str) -> str | None:
@@ -306,7 +307,9 @@ except ImportError:  # opentelemetry-instrumentation not installed
     _ResponseBase = object  # type: ignore[assignment,misc]
 
 
-_EXPOSED = b"X-Request-ID, traceresponse"
+_RID_NAME, _TRACERESPONSE_NAME = RESPONSE_HEADERS
+_RID_BYTES, _TRACERESPONSE_BYTES = (name.lower().encode() for name in RESPONSE_HEADERS)
+_EXPOSED = ", ".join(RESPONSE_HEADERS).encode()
 # ASGI messages that carry no response headers (body chunks, trailers, websocket frames)
 _NOT_A_RESPONSE_START = frozenset(
     ("http.response.body", "http.response.trailers", "websocket.send", "websocket.close")
@@ -343,13 +346,13 @@ class PostHogResponsePropagator(_ResponseBase):
                 headers = carrier.get("headers")
                 if not headers:
                     headers = carrier["headers"] = []
-                headers.append([b"x-request-id", rid.encode()])
-                headers.append([b"traceresponse", trace_response.encode()])
+                headers.append([_RID_BYTES, rid.encode()])
+                headers.append([_TRACERESPONSE_BYTES, trace_response.encode()])
                 if expose:
                     headers.append([b"access-control-expose-headers", _EXPOSED])
                 return
-            setter.set(carrier, "X-Request-ID", rid)
-            setter.set(carrier, "traceresponse", trace_response)
+            setter.set(carrier, _RID_NAME, rid)
+            setter.set(carrier, _TRACERESPONSE_NAME, trace_response)
             if expose:
                 setter.set(carrier, "Access-Control-Expose-Headers", _EXPOSED.decode())
         except Exception:

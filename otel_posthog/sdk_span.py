@@ -20,19 +20,18 @@ _no_events = compat.no_events_reader()
 _fields = compat.span_fields_reader()
 
 
+def is_local_root(parent: Any) -> bool:
+    """A span with this parent (an SDK ``SpanContext`` or None) is its process's root for the
+    request: no parent, a remote one, or an invalid one. Only a local-root SERVER span makes
+    request events; a nested one is left to it (the core's rule for a ``SpanView`` is in
+    :func:`otel_posthog.mapping.map_span`)."""
+    return parent is None or parent.is_remote or not parent.is_valid
+
+
 def _exceptions(span: ReadableSpan) -> tuple[ExceptionInfo, ...]:
-    out = []
-    for ev in span.events:
-        if ev.name == "exception":
-            attrs = ev.attributes or {}
-            out.append(
-                ExceptionInfo(
-                    type=str(attrs.get("exception.type", "")),
-                    message=str(attrs.get("exception.message", "")),
-                    stacktrace=str(attrs.get("exception.stacktrace", "")),
-                )
-            )
-    return tuple(out)
+    return tuple(
+        ExceptionInfo.from_attributes(ev.attributes) for ev in span.events if ev.name == "exception"
+    )
 
 
 _RESOURCES: dict[int, tuple[Any, Mapping[str, Any]]] = {}

@@ -311,39 +311,39 @@ SETTINGS_ENV: dict[str, tuple[str, _Parser, str]] = {
 ENVIRONMENT_VARIABLES: tuple[str, ...] = tuple(env for env, _, _ in SETTINGS_ENV.values())
 
 
+def _env(name: str) -> str:
+    """The environment variable of setting ``name`` (its one home: :data:`SETTINGS_ENV`)."""
+    return SETTINGS_ENV[name][0]
+
+
 def _validate(s: Settings) -> None:
     if s.slow_request_threshold_ms < 0:
-        raise ConfigError("OTEL_POSTHOG_SLOW_REQUEST_THRESHOLD_MS must be >= 0")
+        raise ConfigError(f"{_env('slow_request_threshold_ms')} must be >= 0")
     for route, ms in s.slow_request_thresholds.items():
         if ms < 0:
-            raise ConfigError(f"OTEL_POSTHOG_SLOW_REQUEST_THRESHOLDS: {route} must be >= 0")
+            raise ConfigError(f"{_env('slow_request_thresholds')}: {route} must be >= 0")
     if not 0.0 <= s.api_request_sample_rate <= 1.0:
-        raise ConfigError("OTEL_POSTHOG_API_REQUEST_SAMPLE_RATE must be between 0 and 1")
+        raise ConfigError(f"{_env('api_request_sample_rate')} must be between 0 and 1")
     if s.traceback_max_chars < 0:
-        raise ConfigError("OTEL_POSTHOG_TRACEBACK_MAX_CHARS must be >= 0")
-    for name, env in (
-        ("max_queue_size", "OTEL_POSTHOG_MAX_QUEUE_SIZE"),
-        ("batch_size", "OTEL_POSTHOG_BATCH_SIZE"),
-        ("flush_interval_ms", "OTEL_POSTHOG_FLUSH_INTERVAL_MS"),
-        ("request_timeout_ms", "OTEL_POSTHOG_REQUEST_TIMEOUT_MS"),
-    ):
+        raise ConfigError(f"{_env('traceback_max_chars')} must be >= 0")
+    for name in ("max_queue_size", "batch_size", "flush_interval_ms", "request_timeout_ms"):
         if getattr(s, name) <= 0:
-            raise ConfigError(f"{env} must be > 0")
+            raise ConfigError(f"{_env(name)} must be > 0")
     if s.max_retries < 0 or s.shutdown_timeout_ms < 0 or s.spool_max_mb <= 0:
         raise ConfigError(
-            "OTEL_POSTHOG_MAX_RETRIES and OTEL_POSTHOG_SHUTDOWN_TIMEOUT_MS must be >= 0, "
-            "OTEL_POSTHOG_SPOOL_MAX_MB > 0"
+            f"{_env('max_retries')} and {_env('shutdown_timeout_ms')} must be >= 0, "
+            f"{_env('spool_max_mb')} > 0"
         )
     if not s.host.startswith(("http://", "https://")):
-        raise ConfigError(f"POSTHOG_HOST={s.host!r}: expected an http:// or https:// URL")
+        raise ConfigError(f"{_env('host')}={s.host!r}: expected an http:// or https:// URL")
     for alg in s.jwt_algorithms:
         if alg not in HMAC_ALGORITHMS + ASYMMETRIC_ALGORITHMS:
             raise ConfigError(
-                f"OTEL_POSTHOG_JWT_ALGORITHMS: {alg!r} is not supported "
+                f"{_env('jwt_algorithms')}: {alg!r} is not supported "
                 f"(use {', '.join(HMAC_ALGORITHMS + ASYMMETRIC_ALGORITHMS)}; never 'none')"
             )
     if s.jwt_public_key and "-----BEGIN" not in s.jwt_public_key:
-        raise ConfigError("OTEL_POSTHOG_JWT_PUBLIC_KEY must be a PEM public key (-----BEGIN ...)")
+        raise ConfigError(f"{_env('jwt_public_key')} must be a PEM public key (-----BEGIN ...)")
     if s.jwt_public_key:
         try:
             from jwt.algorithms import has_crypto
@@ -353,24 +353,22 @@ def _validate(s: Settings) -> None:
 
                 load_pem_public_key(s.jwt_public_key.encode())
         except ValueError as exc:
-            raise ConfigError(
-                f"OTEL_POSTHOG_JWT_PUBLIC_KEY is not a valid PEM key: {exc}"
-            ) from None
+            raise ConfigError(f"{_env('jwt_public_key')} is not a valid PEM key: {exc}") from None
     from .identity_hosts import check_entry
 
     for entry in s.propagate_identity_hosts:
         problem = check_entry(entry)
         if problem:
-            raise ConfigError(f"OTEL_POSTHOG_PROPAGATE_IDENTITY_HOSTS: {problem}")
+            raise ConfigError(f"{_env('propagate_identity_hosts')}: {problem}")
     if isinstance(s.scrub_patterns, str):
-        raise ConfigError("OTEL_POSTHOG_SCRUB_PATTERNS: expected a list of regular expressions")
+        raise ConfigError(f"{_env('scrub_patterns')}: expected a list of regular expressions")
     from .scrub import check_patterns
 
     bad = check_patterns(s.scrub_patterns)
     if bad:
-        raise ConfigError(f"OTEL_POSTHOG_SCRUB_PATTERNS: {bad} is not a valid regular expression")
+        raise ConfigError(f"{_env('scrub_patterns')}: {bad} is not a valid regular expression")
     if s.jwt_jwks_url and not s.jwt_jwks_url.startswith(("http://", "https://")):
-        raise ConfigError("OTEL_POSTHOG_JWT_JWKS_URL must be an http(s) URL")
+        raise ConfigError(f"{_env('jwt_jwks_url')} must be an http(s) URL")
 
 
 def resolve_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -26,6 +26,16 @@ class ExceptionInfo:
     message: str
     stacktrace: str = ""
 
+    @classmethod
+    def from_attributes(cls, attributes: Mapping[str, Any] | None) -> ExceptionInfo:
+        """From an ``exception`` event's semantic-convention attributes (any source)."""
+        attrs = attributes or {}
+        return cls(
+            type=str(attrs.get("exception.type", "")),
+            message=str(attrs.get("exception.message", "")),
+            stacktrace=str(attrs.get("exception.stacktrace", "")),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class CustomEvent:
@@ -79,11 +89,3 @@ class SpanView:
     exceptions: tuple[ExceptionInfo, ...] = ()
     status_error: bool = False
     facts: RequestFacts | None = None
-
-    @property
-    def is_local_root(self) -> bool:
-        return self.parent_span_id is None or self.parent_is_remote
-
-    @property
-    def duration_ms(self) -> float:
-        return max(self.end_ns - self.start_ns, 0) / 1e6

@@ -148,3 +148,76 @@ def test_the_core_imports_no_adapter_no_sdk_and_does_no_io():
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
         }
         assert not calls & NO_IO_CALLS, (name, calls & NO_IO_CALLS)
+
+
+def _literals(path: pathlib.Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text())
+    return [
+        (n.lineno, n.value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    ]
+
+
+def _homes(needle: str, exact: bool = False) -> set[str]:
+    """The modules whose code (not docstrings or comments) spells ``needle`` (or, exact,
+    has a string constant that is ``needle``, any case)."""
+    found = set()
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value.lower()
+                if id(node) not in docstrings and (text == needle if exact else needle in text):
+                    found.add(name)
+            elif isinstance(node, ast.Attribute) and node.attr == needle:
+                found.add(name)
+    return found
+
+
+def test_each_rule_has_one_home():
+    # environment variable names: SETTINGS_ENV only (validation messages look them up)
+    settings = ROOT / PACKAGE / "settings.py"
+    source = settings.read_text()
+    validate = source[source.index("def _validate(") : source.index("def resolve_settings(")]
+    assert "POSTHOG_" not in validate
+    # the headers the bridge reads and writes, their limits and the CORS lists
+    clients = {"otel_posthog.demo"}  # the demo's user agent sends them
+    assert _homes("x-posthog-session-id") - clients == {"otel_posthog.headers"}
+    assert _homes("traceresponse") == {"otel_posthog.headers"}
+    # bearer tokens, bounded gunzip, exception events -> ExceptionInfo
+    # (the scrubber's keyword and the receiver's 401 challenge are not parsing)
+    assert _homes("bearer", exact=True) - {"otel_posthog.scrub", "otel_posthog.receiver.app"} == {
+        "otel_posthog.headers"
+    }
+    assert _homes("decompressobj") == {"otel_posthog.bounded_gzip"}
+    assert _homes("exception.type") == {"otel_posthog.spanview"}
+
+
+def test_shared_rules_behave_as_their_callers_did():
+    import gzip
+
+    import pytest
+
+    from otel_posthog.bounded_gzip import GzipError, gunzip
+    from otel_posthog.headers import bearer_token
+
+    assert bearer_token("Bearer  abc ") == "abc" and bearer_token("bearer abc") == "abc"
+    assert bearer_token("Basic abc") is None and bearer_token("Bearer ") is None
+    assert gunzip(gzip.compress(b"x" * 10), 10) == b"x" * 10
+    for data, kind in (
+        (gzip.compress(b"x" * 11), "too_large"),
+        (gzip.compress(b"x" * 5)[:-8], "truncated"),
+        (b"not gzip", "invalid"),
+    ):
+        with pytest.raises(GzipError) as err:
+            gunzip(data, 10)
+        assert err.value.kind == kind

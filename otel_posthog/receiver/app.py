@@ -34,8 +34,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..before_send import apply_before_send
+from ..headers import bearer_token
 from ..mapping import Event, map_span
-from ..pipeline import apply_before_send
 from ..runtime import STATS
 from ..settings import Settings
 from ..transport import EventSender
@@ -173,10 +174,9 @@ def _authorized(request: Request, token: str | None) -> bool:
     """A constant-time comparison of bytes (headers arrive as latin-1: any byte compares)."""
     if not token:
         return True
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    expected = token.encode("utf-8")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode("latin-1", "replace"), expected
+    given = bearer_token(request.headers.get("authorization"))
+    return given is not None and hmac.compare_digest(
+        given.encode("latin-1", "replace"), token.encode("utf-8")
     )
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import zlib
-
 from starlette.requests import ClientDisconnect, Request
+
+from ..bounded_gzip import GzipError, gunzip
 
 
 class BodyError(Exception):
@@ -47,13 +47,11 @@ def decode_content(body: bytes, encoding: str, max_bytes: int) -> bytes:
 
 
 def _gunzip(data: bytes, max_bytes: int) -> bytes:
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
-        out = inflater.decompress(data, max_bytes + 1)
-    except zlib.error as exc:
+        return gunzip(data, max_bytes)
+    except GzipError as exc:
+        if exc.kind == "too_large":
+            raise BodyError(413, f"decompressed body larger than {max_bytes} bytes") from None
+        if exc.kind == "truncated":
+            raise BodyError(400, "truncated gzip body") from None
         raise BodyError(400, f"invalid gzip body: {exc}") from None
-    if len(out) > max_bytes or inflater.unconsumed_tail:
-        raise BodyError(413, f"decompressed body larger than {max_bytes} bytes")
-    if not inflater.eof:
-        raise BodyError(400, "truncated gzip body")
-    return out

@@ -91,9 +91,4 @@ def build_view(
     )
 
 
-def exception_info(attributes: Mapping[str, Any]) -> ExceptionInfo:
-    return ExceptionInfo(
-        type=str(attributes.get("exception.type", "")),
-        message=str(attributes.get("exception.message", "")),
-        stacktrace=str(attributes.get("exception.stacktrace", "")),
-    )
+exception_info = ExceptionInfo.from_attributes

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import base64
 import json
-import zlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs
+
+from ..bounded_gzip import GzipError, gunzip
 
 MAX_DECOMPRESSED = 20 * 1024 * 1024
 MAX_DEPTH = 64
@@ -29,16 +30,14 @@ class AuthError(ValueError):
 
 
 def _gunzip(data: bytes) -> bytes:
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
-        out = decompressor.decompress(data, MAX_DECOMPRESSED + 1)
-    except zlib.error as exc:
+        return gunzip(data, MAX_DECOMPRESSED)
+    except GzipError as exc:
+        if exc.kind == "too_large":
+            raise CaptureError("decompressed body too large") from None
+        if exc.kind == "truncated":
+            raise CaptureError("truncated gzip body") from None
         raise CaptureError(f"bad gzip body: {exc}") from None
-    if len(out) > MAX_DECOMPRESSED or decompressor.unconsumed_tail:
-        raise CaptureError("decompressed body too large")
-    if not decompressor.eof:
-        raise CaptureError("truncated gzip body")
-    return out
 
 
 def decode_body(

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..headers import bearer_token
 from .dashboards_store import ObjectStore, now_iso
 
 PROJECT_ID = 1
@@ -634,10 +635,8 @@ def routes(objects: ObjectStore, personal_api_key: str) -> tuple[list[Route], Ap
             raise ApiError(
                 401, "Authentication credentials were not provided.", "not_authenticated"
             )
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(
-            token.strip().encode(), api.key.encode()
-        ):
+        token = bearer_token(header)
+        if token is None or not secrets.compare_digest(token.encode(), api.key.encode()):
             raise ApiError(
                 401,
                 "Personal API key found in request Authorization header is invalid.",
