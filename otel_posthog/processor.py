@@ -18,6 +18,8 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from .genai import OPERATION, input_tokens, output_tokens
+from .genai_spans import GenAIRecord, GenAISpans, genai_operation, is_model_call
 from .jwt_identity import JwtVerifier
 from .pipeline import Pipeline
 from .pipeline import flush_all as _flush_pipelines
@@ -25,6 +27,7 @@ from .redaction import redact_span_urls
 from .request_state import LIVE, LiveRequests, RequestState, current_state
 from .runtime import STATS, resolved_person, set_current_settings
 from .settings import Settings, resolve_settings
+from .spanview import GenAIFacts
 from .transport import EventSender
 
 if TYPE_CHECKING:
@@ -34,6 +37,7 @@ log = logging.getLogger("otel_posthog")
 
 _SERVER = trace.SpanKind.SERVER
 _CLIENT = trace.SpanKind.CLIENT
+_INTERNAL = trace.SpanKind.INTERNAL
 _PROCESSORS: weakref.WeakSet[PostHogSpanProcessor] = weakref.WeakSet()
 # A request that never ends is forgotten after this long (Sentry's 10-minute rule).
 REQUEST_MAX_AGE_S = 600.0
@@ -54,6 +58,9 @@ class PostHogSpanProcessor(SpanProcessor):
         self.verifier: JwtVerifier = self.pipeline.verifier
         # in-flight CLIENT children -> their request, for the rollup; bounded and swept
         self._children = LiveRequests(max_entries=100_000, max_age_s=REQUEST_MAX_AGE_S)
+        # running GenAI spans -> their request, parent and HTTP children ($ai_* events)
+        self._genai = GenAISpans(max_entries=100_000, max_age_s=REQUEST_MAX_AGE_S)
+        self._ai = self.settings.ai_events
         self._last_sweep = time.monotonic()
         self.exporter: PostHogSpanExporter | None = None
         self.enabled = self.settings.enabled
@@ -79,7 +86,13 @@ class PostHogSpanProcessor(SpanProcessor):
             local_root = parent is None or parent.is_remote
             if kind is _SERVER and local_root:
                 self._bind_request(span, current_state(parent_context))
+            elif (kind is _CLIENT or kind is _INTERNAL) and self._ai and genai_operation(span):
+                self._start_genai(span, parent_context, None if local_root else parent)
             elif kind is _CLIENT and not local_root:
+                if self._genai.records and self._genai.start_http(
+                    span.context.span_id, parent.span_id
+                ):
+                    return  # the HTTP call of a model call: its time is in llm_time_ms
                 if getattr(trace.get_current_span(parent_context), "kind", None) is _CLIENT:
                     return  # e.g. urllib3 under requests: one outbound call, counted once
                 state = current_state(parent_context)
@@ -87,6 +100,35 @@ class PostHogSpanProcessor(SpanProcessor):
                     self._children.put(span.context.span_id, state)
         except Exception as exc:
             STATS.error("processor.on_start", exc)
+
+    def _start_genai(self, span: Span, parent_context: Context | None, parent: Any) -> None:
+        """A GenAI span: remember its request (found now, it may end after the request)."""
+        state = current_state(parent_context) if parent is not None else None
+        self._genai.start(
+            span.context.span_id,
+            parent.span_id if parent is not None else None,
+            state,
+            is_model_call(span.attributes or {}),
+        )
+
+    def _end_genai(self, span: ReadableSpan, record: GenAIRecord) -> None:
+        """Add a model call to its request's rollup; hand the span to the pipeline."""
+        state = record.state
+        if state is not None and record.model_call and not record.enclosed and not state.finished:
+            if span.end_time and span.start_time:
+                attrs = span.attributes or {}
+                state.add_llm_rollup(
+                    (span.end_time - span.start_time) / 1e6,
+                    input_tokens(attrs),
+                    output_tokens(attrs),
+                )
+        genai = GenAIFacts(
+            parent_genai_span_id=record.parent_span_id,
+            http_status=record.http_status,
+            http_url=record.http_url,
+        )
+        if state is None or not state.add_genai((span, genai)):
+            self.pipeline.submit_genai(span, state, genai)
 
     def _bind_request(self, span: Span, state: RequestState | None) -> None:
         if state is None or state.span is not None:
@@ -114,6 +156,7 @@ class PostHogSpanProcessor(SpanProcessor):
         """Forget requests (and their children) that started too long ago and never ended."""
         self._last_sweep = time.monotonic()
         self._children.prune()
+        self._genai.prune()
         LIVE.prune()
         if self.exporter is not None:
             self.exporter.held.prune()
@@ -133,17 +176,29 @@ class PostHogSpanProcessor(SpanProcessor):
                 if self.exporter is None:
                     self.pipeline.submit(span, state)
                 # else the linked exporter submits it, with the state held since on_start
+            elif self._genai.records and (kind is _CLIENT or kind is _INTERNAL):
+                record = self._genai.end(span_id)
+                if record is not None:
+                    self._end_genai(span, record)
+                elif kind is _CLIENT and not self._genai.end_http(span_id, span.attributes or {}):
+                    self._end_client(span, span_id)
             elif kind is _CLIENT:
-                state = self._children.pop(span_id)
-                if state is not None and span.end_time and span.start_time:
-                    ms = (span.end_time - span.start_time) / 1e6
-                    attrs = span.attributes or {}
-                    if "db.system" in attrs or "db.system.name" in attrs:
-                        state.add_rollup("db_calls", "db_time_ms", ms)
-                    else:
-                        state.add_rollup("http_client_calls", "http_client_time_ms", ms)
+                self._end_client(span, span_id)
         except Exception as exc:
             STATS.error("processor.on_end", exc)
+
+    def _end_client(self, span: ReadableSpan, span_id: int) -> None:
+        """An outbound call of a request: the http_client / db rollup."""
+        state = self._children.pop(span_id)
+        if state is not None and span.end_time and span.start_time:
+            ms = (span.end_time - span.start_time) / 1e6
+            attrs = span.attributes or {}
+            if self._ai and attrs.get(OPERATION):  # named a GenAI span only after it started
+                self._end_genai(span, GenAIRecord(state, None, None, is_model_call(attrs)))
+            elif "db.system" in attrs or "db.system.name" in attrs:
+                state.add_rollup("db_calls", "db_time_ms", ms)
+            else:
+                state.add_rollup("http_client_calls", "http_client_time_ms", ms)
 
     # -- SpanProcessor lifecycle ------------------------------------------------------------
     def force_flush(self, timeout_millis: int = 30000) -> bool:
