@@ -13,7 +13,7 @@ hypothesis_settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )
 
-from otel_posthog.sink.server import LocalSink
+from otel_posthog.sink.server import LocalSink  # noqa: E402
 
 
 @pytest.fixture

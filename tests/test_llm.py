@@ -280,3 +280,54 @@ def test_a_generation_outside_any_request_is_personless(make_bridge, sink):
     assert owned.distinct_id == "job-owner-7"
     assert "$process_person_profile" not in owned.properties
     uuid.UUID(owned.uuid)
+
+
+def test_receiver_makes_the_same_ai_events_from_the_same_spans(make_bridge, sink):
+    """The in-process bridge and ``otel-posthog receive`` map the very same spans (one OTLP
+    export batch, as a BatchSpanProcessor sends a request's spans) to identical events."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from .receiver_fixtures import Receiver
+
+    receiver_sink = LocalSink().start()
+    receiver = Receiver(receiver_sink).start()
+    try:
+        bridge = make_bridge(capture=True)
+        batch = BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=receiver.traces_url), schedule_delay_millis=600_000
+        )
+        bridge.provider.add_span_processor(batch)
+        expect = {"api_request", "$ai_generation", "$ai_embedding", "chat_message_indexed"}
+        response, _ = send(bridge, {"text": "same on both paths"}, expect)
+        failed, _ = send(
+            bridge, {"text": "x", "model_status": 500}, {"api_error", "$ai_generation"}
+        )
+        assert batch.force_flush(10_000)
+        receiver.flush()
+
+        def ai_events(s: LocalSink) -> list[dict]:
+            found = s.wait_for(lambda evs: len([e for e in evs if e.event.startswith("$ai_")]) >= 3)
+            return sorted(
+                (e.as_dict() for e in found if e.event.startswith("$ai_")), key=lambda e: e["uuid"]
+            )
+
+        in_process, received = ai_events(sink), ai_events(receiver_sink)
+        assert len(in_process) == 3
+        assert [e["event"] for e in received] == [e["event"] for e in in_process]
+        for got, want in zip(received, in_process, strict=True):
+            diff = {
+                k: (got["properties"].get(k), want["properties"].get(k))
+                for k in set(got["properties"]) | set(want["properties"])
+                if got["properties"].get(k) != want["properties"].get(k)
+            }
+            assert not diff, (got["event"], diff)
+            assert {**got, "timestamp": None} == {**want, "timestamp": None}
+        assert {e["properties"]["$ai_trace_id"] for e in received} == {
+            response.headers["X-Request-ID"],
+            failed.headers["X-Request-ID"],
+        }
+        assert {e["properties"].get("$ai_http_status") for e in received} == {200, 500}
+    finally:
+        receiver.stop()
+        receiver_sink.stop()
