@@ -15,6 +15,7 @@ from typing import Any
 
 import jwt
 import pytest
+import requests
 from opentelemetry import trace
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
@@ -24,6 +25,8 @@ from examples.fastapi_app.model_server import app as model_app
 from otel_posthog.sink.server import LocalSink, ThreadedServer
 
 from .bridge_fixtures import SUPABASE_SECRET, Bridge
+from .helpers import AppProcess
+from .launcher_support import PLAIN_APP, launcher_env, uvicorn_argv
 
 SESSION = "0190f3a2-7b1c-7d4e-8f00-123456789abc"
 USER = "user-llm-1"
@@ -331,3 +334,33 @@ def test_receiver_makes_the_same_ai_events_from_the_same_spans(make_bridge, sink
     finally:
         receiver.stop()
         receiver_sink.stop()
+
+
+def test_zero_code_launcher_maps_genai_spans_on_the_exporter_path(sink, model):
+    """``opentelemetry-instrument`` with the posthog distro (``OTEL_TRACES_EXPORTER=posthog``,
+    processor and exporter linked): the openai instrumentation's span becomes an
+    ``$ai_generation`` on the request's verified person, and the rollup is on api_request."""
+    env = launcher_env(sink, OPENAI_BASE_URL=model.url + "/v1")
+    with AppProcess(env, argv=uvicorn_argv(PLAIN_APP)) as app:
+        token = requests.post(app.url + "/api/auth/login", json={}, timeout=10).json()["token"]
+        headers = {"Authorization": f"Bearer {token}", "X-POSTHOG-SESSION-ID": SESSION}
+        response = requests.post(
+            app.url + "/api/chat/send", json={"text": "zero code"}, headers=headers, timeout=30
+        )
+        assert response.json() == {"reply": "You said: zero code"}
+        request_id = response.headers["X-Request-ID"]
+        found = sink.wait_for(
+            lambda evs: {"api_request", "$ai_generation"} <= {e.event for e in evs},
+            timeout_s=20,
+            request_id=request_id,
+        )
+    got = {e.event: e for e in found}
+    assert {"api_request", "$ai_generation"} <= set(got), app.output()
+    gen = got["$ai_generation"]
+    assert gen.distinct_id == "user_12345"
+    assert gen.properties["$ai_trace_id"] == request_id
+    assert gen.properties["$session_id"] == SESSION
+    assert gen.properties["$ai_output_tokens"] == 4
+    assert gen.properties["service"] == "api"
+    assert got["api_request"].properties["llm_calls"] == 1
+    assert got["api_request"].properties["llm_output_tokens"] == 4
