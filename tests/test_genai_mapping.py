@@ -236,9 +236,11 @@ def test_messages_with_parts_become_posthogs_message_shape():
             "gen_ai.input.messages": json.dumps(inputs),
             "gen_ai.output.messages": json.dumps(outputs),
             "gen_ai.system_instructions": json.dumps(system),
+            "gen_ai.tool.definitions": json.dumps([{"name": "weather", "type": "function"}]),
         }
     )
     p = one(view)["properties"]
+    assert p["$ai_tools"] == [{"name": "weather", "type": "function"}]
     assert p["$ai_input"] == [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "weather in Paris?"},
@@ -264,7 +266,7 @@ def test_messages_with_parts_become_posthogs_message_shape():
         }
     ]
     private = one(view, ai_privacy_mode=True)["properties"]
-    assert not {"$ai_input", "$ai_output_choices"} & set(private)
+    assert not {"$ai_input", "$ai_output_choices", "$ai_tools"} & set(private)
     assert "Paris" not in json.dumps(private)
 
 

@@ -364,3 +364,22 @@ def test_zero_code_launcher_maps_genai_spans_on_the_exporter_path(sink, model):
     assert gen.properties["service"] == "api"
     assert got["api_request"].properties["llm_calls"] == 1
     assert got["api_request"].properties["llm_output_tokens"] == 4
+
+
+def test_a_client_span_named_genai_after_it_started_is_mapped(make_bridge):
+    bridge = make_bridge()
+    tracer = bridge.provider.get_tracer("late-naming-instrumentation")
+
+    @bridge.app.get("/api/late")
+    async def late() -> dict:
+        with tracer.start_as_current_span("chat late", kind=trace.SpanKind.CLIENT) as span:
+            span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.usage.output_tokens": 2})
+        return {}
+
+    response = bridge.request("GET", "/api/late", headers=auth())
+    request_id = response.headers["X-Request-ID"]
+    got = {e.event: e for e in bridge.events_for(request_id, {"api_request", "$ai_generation"})}
+    assert got["$ai_generation"].distinct_id == USER
+    assert got["$ai_generation"].properties["$ai_output_tokens"] == 2
+    assert got["api_request"].properties["llm_calls"] == 1
+    assert "http_client_calls" not in got["api_request"].properties
