@@ -7,7 +7,9 @@ bridge; the ``$ai_*`` events reach the local sink on the request's person, sessi
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -383,3 +385,44 @@ def test_a_client_span_named_genai_after_it_started_is_mapped(make_bridge):
     assert got["$ai_generation"].properties["$ai_output_tokens"] == 2
     assert got["api_request"].properties["llm_calls"] == 1
     assert "http_client_calls" not in got["api_request"].properties
+
+
+@pytest.mark.parametrize("protocol", ["json", "proto"])
+def test_a_nodejs_genai_span_through_the_receiver(sink, protocol):
+    """A GenAI span made by the OpenTelemetry JS SDK (attributes as the GenAI conventions
+    name them; no Node model-client instrumentation is used) reaches the receiver in the
+    batch of its request: the same correlation as its api_request."""
+    from .helpers import ROOT
+    from .receiver_fixtures import Receiver
+
+    receiver = Receiver(sink).start()
+    try:
+        script = ROOT / "tests/node/genai_spans.mjs"
+        out = subprocess.run(
+            ["node", str(script), receiver.traces_url, protocol],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        trace_id = json.loads(out.stdout.strip().splitlines()[-1])["trace_id"]
+        receiver.flush()
+        found = sink.wait_for(
+            lambda evs: {"api_request", "$ai_generation"} <= {e.event for e in evs},
+            request_id=trace_id,
+        )
+    finally:
+        receiver.stop()
+    got = {e.event: e for e in found}
+    gen, request = got["$ai_generation"], got["api_request"]
+    assert gen.distinct_id == request.distinct_id == "user-123"
+    p = gen.properties
+    assert p["$ai_trace_id"] == p["request_id"] == trace_id
+    assert p["$session_id"] == request.properties["$session_id"]
+    assert p["$ai_parent_id"] == trace_id
+    assert p["$ai_is_error"] is True and p["$ai_error"] == "429 Rate limit reached"
+    assert p["$ai_http_status"] == 429
+    assert p["$ai_base_url"] == "https://models.example.com"
+    assert p["$ai_input"] == [{"role": "user", "content": "hello from node"}]
+    assert p["service"] == "node-chat" and p["endpoint"] == "/api/chat"
