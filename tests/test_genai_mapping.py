@@ -357,3 +357,18 @@ def test_link_batch_finds_request_parent_and_last_http_child():
     assert p["$ai_base_url"] == "http://m:1"
     assert one(chat)["distinct_id"] == "user-1"  # the request span's enduser.id
     assert one(agent)["properties"]["$ai_span_name"] == "invoke_agent mock-chat"
+
+
+def test_genai_operation_reads_the_sdk_span_and_any_span_with_public_attributes():
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_posthog.genai_spans import genai_operation
+
+    class OtherSpan:  # another SDK's span: public attributes only
+        attributes = {"gen_ai.operation.name": "embeddings"}
+
+    assert genai_operation(OtherSpan()) == "embeddings"
+    tracer = TracerProvider().get_tracer("t")
+    span = tracer.start_span("chat x", attributes={"gen_ai.operation.name": "chat"})
+    assert genai_operation(span) == "chat"
+    assert genai_operation(tracer.start_span("GET /")) is None

@@ -426,3 +426,34 @@ def test_a_nodejs_genai_span_through_the_receiver(sink, protocol):
     assert p["$ai_base_url"] == "https://models.example.com"
     assert p["$ai_input"] == [{"role": "user", "content": "hello from node"}]
     assert p["service"] == "node-chat" and p["endpoint"] == "/api/chat"
+
+
+def test_the_exporter_alone_maps_genai_spans_from_their_attributes(sink):
+    """``OTEL_TRACES_EXPORTER=posthog`` without our processor (another distro): GenAI spans
+    still become events, from their own attributes."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from otel_posthog.exporter import PostHogSpanExporter
+
+    exporter = PostHogSpanExporter(api_key=sink.api_key, host=sink.url, flush_interval_ms=50)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "mock-chat",
+        "gen_ai.usage.output_tokens": 3,
+        "enduser.id": "user-exported",
+    }
+    tracer = provider.get_tracer("exporter-only")
+    with tracer.start_as_current_span(
+        "chat mock-chat", kind=trace.SpanKind.CLIENT, attributes=attrs
+    ):
+        pass
+    try:
+        found = sink.wait_for(lambda evs: any(e.event == "$ai_generation" for e in evs))
+    finally:
+        provider.shutdown()
+    gen = next(e for e in found if e.event == "$ai_generation")
+    assert gen.distinct_id == "user-exported"
+    assert gen.properties["$ai_output_tokens"] == 3
