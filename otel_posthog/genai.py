@@ -12,6 +12,7 @@ they know beyond the span's attributes in :class:`~otel_posthog.spanview.GenAIFa
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -100,14 +101,16 @@ def output_tokens(attrs: Mapping[str, Any]) -> int | None:
 
 
 def _number(value: Any) -> float | int | None:
+    """A finite number, else None (JSON has no NaN or infinity)."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
         return value
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError, OverflowError):
         return None
+    return number if math.isfinite(number) else None
 
 
 def _bool(value: Any) -> bool | None:

@@ -117,10 +117,16 @@ class Pipeline:
     def _genai_events(
         self, span: ReadableSpan, genai: GenAIFacts, request: SpanView | None
     ) -> list[Event]:
-        genai.request = request
-        view = view_from_sdk_span(span)
-        view.genai = add_genai_span_facts(span, genai)
-        return map_span(view, self.settings)
+        """A GenAI span's event; one that cannot be mapped is counted, never costs its
+        request's events."""
+        try:
+            genai.request = request
+            view = view_from_sdk_span(span)
+            view.genai = add_genai_span_facts(span, genai)
+            return map_span(view, self.settings)
+        except Exception as exc:
+            STATS.error("pipeline.genai", exc)
+            return []
 
     def _finish(self, events: list[Event]) -> list[Event]:
         if self.settings.before_send is None:

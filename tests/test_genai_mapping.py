@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as settings_profile
+from hypothesis import strategies as st
 
 from otel_posthog.genai import MAX_MESSAGES_CHARS, link_batch
 from otel_posthog.mapping import MAX_EVENT_BYTES, map_span
@@ -372,3 +375,93 @@ def test_genai_operation_reads_the_sdk_span_and_any_span_with_public_attributes(
     span = tracer.start_span("chat x", attributes={"gen_ai.operation.name": "chat"})
     assert genai_operation(span) == "chat"
     assert genai_operation(tracer.start_span("GET /")) is None
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=40),
+    st.lists(st.text(max_size=10), max_size=3).map(tuple),
+)
+_JSONISH = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_KEYS = st.sampled_from(
+    [
+        "gen_ai.request.model",
+        "gen_ai.response.model",
+        "gen_ai.provider.name",
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.cache_read.input_tokens",
+        "gen_ai.request.temperature",
+        "gen_ai.request.max_tokens",
+        "gen_ai.request.stream",
+        "gen_ai.response.time_to_first_chunk",
+        "gen_ai.conversation.id",
+        "gen_ai.tool.name",
+        "server.address",
+        "server.port",
+        "http.response.status_code",
+        "error.type",
+        "enduser.id",
+    ]
+)
+
+
+@settings_profile(max_examples=150, deadline=None)
+@given(
+    attrs=st.dictionaries(_KEYS, _VALUES, max_size=10),
+    operation=st.one_of(st.text(min_size=1, max_size=20), st.sampled_from(["chat", "embeddings"])),
+    inputs=st.one_of(_JSONISH.map(json.dumps), st.text(max_size=40), _VALUES),
+    outputs=st.one_of(_JSONISH.map(json.dumps), _JSONISH),
+    events=st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["gen_ai.user.message", "gen_ai.choice", "gen_ai.content.prompt", "other"]
+            ),
+            st.dictionaries(
+                st.sampled_from(["content", "gen_ai.event.content", "gen_ai.prompt", "message"]),
+                st.one_of(_JSONISH.map(json.dumps), st.text(max_size=20)),
+                max_size=2,
+            ),
+        ),
+        max_size=3,
+    ),
+    url=st.one_of(st.none(), st.text(max_size=30)),
+    status=st.one_of(st.none(), st.integers(min_value=-5, max_value=700)),
+)
+def test_any_genai_span_maps_to_one_json_safe_event(
+    attrs, operation, inputs, outputs, events, url, status
+):
+    view = genai_view(
+        operation,
+        facts=GenAIFacts(http_url=url, http_status=status, events=tuple(events)),
+        **{
+            **attrs,
+            "gen_ai.input.messages": inputs,
+            "gen_ai.output.messages": outputs,
+        },
+    )
+    event = one(view)
+    json.dumps(event, allow_nan=False)  # what the transport sends: valid JSON
+    p = event["properties"]
+    assert p["$ai_trace_id"] == p["request_id"]
+    for key in ("$ai_input", "$ai_output_choices"):
+        if key in p:
+            assert all(isinstance(m, dict) and "role" in m for m in p[key])
+
+
+def test_non_finite_numbers_are_left_out():
+    nan = float("nan")
+    view = genai_view(
+        **{"gen_ai.request.temperature": nan, "gen_ai.response.time_to_first_chunk": float("inf")}
+    )
+    p = one(view)["properties"]
+    assert "$ai_temperature" not in p and "$ai_time_to_first_token" not in p

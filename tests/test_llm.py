@@ -457,3 +457,22 @@ def test_the_exporter_alone_maps_genai_spans_from_their_attributes(sink):
     gen = next(e for e in found if e.event == "$ai_generation")
     assert gen.distinct_id == "user-exported"
     assert gen.properties["$ai_output_tokens"] == 3
+
+
+def test_a_genai_span_that_cannot_be_mapped_never_costs_its_requests_events(
+    make_bridge, monkeypatch
+):
+    from otel_posthog import genai
+    from otel_posthog.runtime import STATS
+
+    def broken(view: Any, settings: Any) -> list:
+        raise RuntimeError("mapping bug")
+
+    monkeypatch.setattr(genai, "map_genai_span", broken)  # fault injection in our own core
+    before = STATS.snapshot(gauges=False)["errors_by_kind"].get("pipeline.genai", 0)  # type: ignore[union-attr]
+    bridge = make_bridge()
+    _, got = send(bridge, {"text": "hi"}, {"api_request", "chat_message_indexed"})
+    assert got["api_request"].properties["llm_calls"] == 1
+    assert not [name for name in got if name.startswith("$ai_")]
+    after = STATS.snapshot(gauges=False)["errors_by_kind"]
+    assert after.get("pipeline.genai", 0) > before  # type: ignore[union-attr]
