@@ -58,13 +58,23 @@ async def messages() -> dict:
     return {"messages": [{"role": "assistant", "text": "Hi!"}, {"role": "user", "text": "Hey"}]}
 
 
+_clients: list = []
+
+
+def _model_client():
+    """One ``openai`` client for the app (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``)."""
+    if not _clients:
+        import openai
+
+        _clients.append(openai.AsyncOpenAI(api_key=os.environ.get("OPENAI_API_KEY") or "no-key"))
+    return _clients[0]
+
+
 @app.post("/api/chat/send")
 async def send(body: Message, tasks: BackgroundTasks) -> dict:
     slow_s = float(os.environ.get("EXAMPLE_SLOW_SECONDS", "1.2")) if body.slow else 0.0
     if os.environ.get("OPENAI_BASE_URL"):  # a model answers (the launcher instruments openai)
-        import openai
-
-        client = openai.AsyncOpenAI(api_key=os.environ.get("OPENAI_API_KEY") or "no-key")
+        client = _model_client()
         headers = {"X-Mock-Delay-Ms": str(int(slow_s * 1000))} if slow_s else {}
         response = await client.chat.completions.create(
             model="mock-chat",
