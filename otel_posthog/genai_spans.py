@@ -104,13 +104,19 @@ class GenAISpans:
                 self.http.pop(key, None)
 
 
-def genai_operation(span: Any) -> Any:
-    """The span's ``gen_ai.operation.name``, read without copying its attributes."""
-    try:  # the SDK span's storage dict: its public property copies into a proxy
+def span_attributes(span: Any) -> Any:
+    """A span's attributes to read from: the SDK span's storage dict (every lookup
+    through its public mapping runs Python code, a miss raises), else the public ones."""
+    try:
         store = span._attributes._dict
     except AttributeError:
-        store = span.attributes or {}
-    return store.get(OPERATION)
+        return span.attributes or {}
+    return store if type(store) is dict else (span.attributes or {})
 
 
-__all__ = ["GenAIRecord", "GenAISpans", "genai_operation", "is_model_call"]
+def genai_operation(span: Any) -> Any:
+    """The span's ``gen_ai.operation.name``."""
+    return span_attributes(span).get(OPERATION)
+
+
+__all__ = ["GenAIRecord", "GenAISpans", "genai_operation", "is_model_call", "span_attributes"]

@@ -72,8 +72,8 @@ class Pipeline:
             state.emit_late = self._emit_late
             # captures from now on go out through emit_late: not with the span too
             captured = len(state.captures)
-            genai = tuple(state.genai) if state.genai else ()  # GenAI spans that ended in it
-        self.sender.submit("work", ("span", span, state, captured, genai))
+            # GenAI spans that ended in the request: state.genai, frozen from now on
+        self.sender.submit("work", ("span", span, state, captured))
 
     def submit_genai(
         self, span: ReadableSpan, state: RequestState | None, genai: GenAIFacts
@@ -110,7 +110,7 @@ class Pipeline:
                 facts.custom_events = facts.custom_events[: work[3]]
             request = view_from_sdk_span(span, facts)
             events = map_span(request, self.settings)
-            for genai_span, genai in work[4] if len(work) > 4 else ():
+            for genai_span, genai in state.genai:  # no more are added once it finished
                 events.extend(self._genai_events(genai_span, genai, request))
         return self._finish(events)
 

@@ -19,7 +19,13 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .genai import OPERATION, input_tokens, output_tokens
-from .genai_spans import GenAIRecord, GenAISpans, genai_operation, is_model_call
+from .genai_spans import (
+    GenAIRecord,
+    GenAISpans,
+    genai_operation,
+    is_model_call,
+    span_attributes,
+)
 from .jwt_identity import JwtVerifier
 from .pipeline import Pipeline
 from .pipeline import flush_all as _flush_pipelines
@@ -86,7 +92,7 @@ class PostHogSpanProcessor(SpanProcessor):
             local_root = parent is None or parent.is_remote
             if kind is _SERVER and local_root:
                 self._bind_request(span, current_state(parent_context))
-            elif (kind is _CLIENT or kind is _INTERNAL) and self._ai and genai_operation(span):
+            elif (kind is _CLIENT or kind is _INTERNAL) and self._ai and _named_genai(span):
                 self._start_genai(span, parent_context, None if local_root else parent)
             elif kind is _CLIENT and not local_root:
                 if self._genai.records and self._genai.start_http(
@@ -176,29 +182,28 @@ class PostHogSpanProcessor(SpanProcessor):
                 if self.exporter is None:
                     self.pipeline.submit(span, state)
                 # else the linked exporter submits it, with the state held since on_start
-            elif self._genai.records and (kind is _CLIENT or kind is _INTERNAL):
-                record = self._genai.end(span_id)
-                if record is not None:
-                    self._end_genai(span, record)
-                elif kind is _CLIENT and not self._genai.end_http(span_id, span.attributes or {}):
-                    self._end_client(span, span_id)
-            elif kind is _CLIENT:
-                self._end_client(span, span_id)
+            elif kind is _CLIENT or kind is _INTERNAL:
+                if self._genai.records:  # GenAI spans are running: this may be one, or its call
+                    record = self._genai.end(span_id)
+                    if record is not None:
+                        self._end_genai(span, record)
+                        return
+                    if kind is _CLIENT and self._genai.end_http(span_id, span_attributes(span)):
+                        return
+                if kind is _INTERNAL:
+                    return
+                state = self._children.pop(span_id)
+                if state is not None and span.end_time and span.start_time:
+                    ms = (span.end_time - span.start_time) / 1e6
+                    attrs = span_attributes(span)
+                    if "db.system" in attrs or "db.system.name" in attrs:
+                        state.add_rollup("db_calls", "db_time_ms", ms)
+                    elif self._ai and attrs.get(OPERATION):  # named GenAI after it started
+                        self._end_genai(span, GenAIRecord(state, None, None, is_model_call(attrs)))
+                    else:
+                        state.add_rollup("http_client_calls", "http_client_time_ms", ms)
         except Exception as exc:
             STATS.error("processor.on_end", exc)
-
-    def _end_client(self, span: ReadableSpan, span_id: int) -> None:
-        """An outbound call of a request: the http_client / db rollup."""
-        state = self._children.pop(span_id)
-        if state is not None and span.end_time and span.start_time:
-            ms = (span.end_time - span.start_time) / 1e6
-            attrs = span.attributes or {}
-            if self._ai and attrs.get(OPERATION):  # named a GenAI span only after it started
-                self._end_genai(span, GenAIRecord(state, None, None, is_model_call(attrs)))
-            elif "db.system" in attrs or "db.system.name" in attrs:
-                state.add_rollup("db_calls", "db_time_ms", ms)
-            else:
-                state.add_rollup("http_client_calls", "http_client_time_ms", ms)
 
     # -- SpanProcessor lifecycle ------------------------------------------------------------
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -207,6 +212,17 @@ class PostHogSpanProcessor(SpanProcessor):
     def shutdown(self) -> None:
         _PROCESSORS.discard(self)
         self.pipeline.release()
+
+
+def _named_genai(span: Any) -> bool:
+    """The span has ``gen_ai.operation.name`` (read from the SDK span's storage)."""
+    try:
+        store = span._attributes._dict
+    except AttributeError:
+        store = None
+    if type(store) is dict:
+        return bool(store.get(OPERATION))
+    return bool(genai_operation(span))
 
 
 def _kind_and_parent(span: Any) -> tuple[Any, Any]:
