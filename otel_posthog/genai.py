@@ -29,6 +29,7 @@ from .mapping import (
     fit_properties,
     iso_timestamp,
     request_method,
+    request_path,
     safe_value,
 )
 from .settings import Settings
@@ -148,6 +149,11 @@ def map_genai_span(view: SpanView, settings: Settings) -> list[Event]:
     if request is not None:
         method = request_method(request.attributes) or ""
         route = request.attributes.get("http.route")
+        excluded = settings.excluded_routes
+        if method == "OPTIONS" or (
+            excluded and (route in excluded or request_path(request.attributes) in excluded)
+        ):
+            return []  # a request that makes no events makes none for its model calls
         props = dict(_route_properties(settings, view.resource, route, method)[0])
     else:
         props = dict(_route_properties(settings, view.resource, None, "")[0])

@@ -465,3 +465,9 @@ def test_non_finite_numbers_are_left_out():
     )
     p = one(view)["properties"]
     assert "$ai_temperature" not in p and "$ai_time_to_first_token" not in p
+
+
+def test_excluded_routes_make_no_ai_events_either():
+    health = request_view(**{"http.route": "/health", "url.path": "/health"})
+    assert map_span(genai_view(facts=GenAIFacts(request=health)), settings()) == []
+    assert map_span(genai_view(facts=GenAIFacts(request=request_view())), settings()) != []
