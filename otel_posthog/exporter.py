@@ -21,10 +21,12 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from .genai import is_genai
 from .pipeline import Pipeline
 from .request_state import LiveRequests, RequestState
 from .runtime import STATS
 from .settings import Settings, resolve_settings
+from .spanview import GenAIFacts
 
 if TYPE_CHECKING:
     from .processor import PostHogSpanProcessor
@@ -89,6 +91,9 @@ class PostHogSpanExporter(SpanExporter):
         for span in spans:
             try:
                 if span.kind is not _SERVER:
+                    if self.processor is None and is_genai(span.attributes or {}):
+                        # alone: a GenAI span from its attributes (linked: the processor's)
+                        pipeline.submit_genai(span, None, GenAIFacts())
                     continue
                 parent = span.parent
                 if parent is not None and parent.is_valid and not parent.is_remote:
