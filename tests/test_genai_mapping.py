@@ -182,7 +182,7 @@ def test_correlation_comes_from_the_request():
 
 def test_outside_a_request_personless_unless_the_span_names_someone():
     event = one(genai_view(parent=None))
-    assert event["distinct_id"] == f"{TRACE:032x}"
+    assert event["distinct_id"] == f"request:{TRACE:032x}"  # the anonymous form
     assert event["properties"]["$process_person_profile"] is False
     assert "endpoint" not in event["properties"]
     owned = one(genai_view(parent=None, **{"enduser.id": "job-owner"}))

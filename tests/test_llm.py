@@ -277,7 +277,8 @@ def test_a_generation_outside_any_request_is_personless(make_bridge, sink):
     found = sink.wait_for(lambda evs: len([e for e in evs if e.event == "$ai_generation"]) >= 2)
     by_name = {e.properties["$ai_span_name"]: e for e in found if e.event == "$ai_generation"}
     lone = by_name["chat mock-chat"]
-    assert lone.distinct_id == trace_hex == lone.properties["$ai_trace_id"]
+    assert lone.distinct_id == f"request:{trace_hex}"
+    assert lone.properties["$ai_trace_id"] == trace_hex
     assert lone.properties["$process_person_profile"] is False
     assert lone.properties["$ai_session_id"] == "conv-1"
     assert "endpoint" not in lone.properties
