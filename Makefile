@@ -45,7 +45,7 @@ OLDEST_TESTS := tests/test_mapping.py tests/test_bridge.py tests/test_existing_s
 $(OLDEST)/.installed: pyproject.toml .ci/oldest-constraints.txt
 	$(PY) -m venv $(OLDEST)
 	$(OLDEST)/bin/pip install -q --upgrade pip
-	$(OLDEST)/bin/pip install -q -c .ci/oldest-constraints.txt -e '.[test]'
+	$(OLDEST)/bin/pip install -q -c .ci/oldest-constraints.txt -e '.[test-core]'
 	touch $@
 
 test-oldest: $(OLDEST)/.installed

@@ -30,6 +30,7 @@ from urllib import request as urlrequest
 from ._version import __version__
 
 EXAMPLE_APP = "examples.fastapi_app.app:app"
+MODEL_SERVER = "examples.fastapi_app.model_server"  # the local OpenAI-compatible model
 DEMO_USER = "user_12345"
 DEMO_SECRET = "demo-secret-change-me-before-any-real-use"
 BACKEND_EVENTS = ("api_request", "slow_request", "api_error")
@@ -203,10 +204,28 @@ def wait_for(check: Callable[[], bool], timeout_s: float) -> bool:
     return check()
 
 
-def start_app(root: Path, env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen:
-    """The example app under uvicorn, ready (``/health`` answers) or raising."""
-    argv = [sys.executable, "-m", "uvicorn", EXAMPLE_APP, "--host", "127.0.0.1"]
-    argv += ["--port", str(port)]
+def llm_installed() -> bool:
+    """The ``llm`` extra (openai and its instrumentation): the chat send asks a model."""
+    from importlib.util import find_spec
+
+    try:
+        return bool(find_spec("openai") and find_spec("opentelemetry.instrumentation.openai_v2"))
+    except (ImportError, ValueError):
+        return False
+
+
+def start_app(
+    root: Path,
+    env: dict[str, str],
+    port: int,
+    log_path: Path,
+    argv: list[str] | None = None,
+    what: str = "the example app",
+) -> subprocess.Popen:
+    """The example app under uvicorn (or ``argv``), ready (``/health`` answers) or raising."""
+    if argv is None:
+        argv = [sys.executable, "-m", "uvicorn", EXAMPLE_APP, "--host", "127.0.0.1"]
+        argv += ["--port", str(port)]
     log = open(log_path, "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
@@ -215,7 +234,7 @@ def start_app(root: Path, env: dict[str, str], port: int, log_path: Path) -> sub
 
     def ready() -> bool:
         if proc.poll() is not None:
-            raise RuntimeError(f"the example app exited with {proc.returncode}")
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
         try:
             with urlrequest.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
                 return True
@@ -224,7 +243,7 @@ def start_app(root: Path, env: dict[str, str], port: int, log_path: Path) -> sub
 
     if not wait_for(ready, 30):
         stop_app(proc)
-        raise RuntimeError("the example app did not start in 30 s")
+        raise RuntimeError(f"{what} did not start in 30 s")
     return proc
 
 
@@ -285,10 +304,26 @@ def run_demo(args: argparse.Namespace) -> int:
     app_port = args.app_port or free_port()
     print(f"otel-posthog {__version__} demo")
     print(f"  sink:        {sink.url}  (database {db})")
+    env = app_env(sink.url, sink.api_key)
+    model: subprocess.Popen | None = None
+    if llm_installed():
+        model_port = free_port()
+        model_log = log_path.with_name(log_path.stem + "-model.log")
+        argv = [sys.executable, "-m", MODEL_SERVER, "--port", str(model_port)]
+        try:
+            model = start_app(root, env, model_port, model_log, argv, "the model server")
+        except RuntimeError as exc:
+            sink.stop()
+            print(f"otel-posthog demo: {exc}; its log:\n{_tail(model_log)}", file=sys.stderr)
+            return 1
+        env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{model_port}/v1"
+        print(f"  model:       {env['OPENAI_BASE_URL']}  (local, OpenAI-compatible)")
     try:
-        proc = start_app(root, app_env(sink.url, sink.api_key), app_port, log_path)
+        proc = start_app(root, env, app_port, log_path)
     except RuntimeError as exc:
         sink.stop()
+        if model is not None:
+            stop_app(model)
         print(f"otel-posthog demo: {exc}; its log:\n{_tail(log_path)}", file=sys.stderr)
         return 1
     print(f"  example app: http://127.0.0.1:{app_port}  (log {log_path})")
@@ -298,10 +333,12 @@ def run_demo(args: argparse.Namespace) -> int:
         steps = play_journey(browser)
         session = browser.session_id
 
+        expected = set(BACKEND_EVENTS) | ({"$ai_generation"} if model is not None else set())
+
         def arrived() -> bool:
             found = {e.event for e in sink.events(session_id=session, since=started)}
             mine = sink.events("api_request", session_id=session, since=started)
-            return set(BACKEND_EVENTS) <= found and len(mine) >= len(steps)
+            return expected <= found and len(mine) >= len(steps)
 
         complete = wait_for(arrived, 20)
         time.sleep(0.5)  # stragglers: background-task captures flushed after the response
@@ -317,6 +354,10 @@ def run_demo(args: argparse.Namespace) -> int:
         print("\n== The slow send and the failing call (otel-posthog slow / errors)")
         print("\n".join(timeline(both, show_person=True)))
         ok = complete and _check(events, correlated, slow_rid, steps["failing"])
+        if model is not None:  # the chat send's model call, joined to its request and person
+            ok = ok and ("$ai_generation", slow_rid) in {
+                (e.event, e.properties.get("$ai_trace_id")) for e in events
+            }
         print(f"\nWeb view: {sink.url}/?user={DEMO_USER}")
         applied, note = apply_dashboards(sink.url, sink.personal_api_key)
         status = note if applied else "apply failed"
@@ -331,7 +372,10 @@ def run_demo(args: argparse.Namespace) -> int:
             print("otel-posthog demo: FAILED, expected events did not arrive", file=sys.stderr)
             print(f"example app log:\n{_tail(log_path)}", file=sys.stderr)
             return 1
-        print("Demo OK: api_request, slow_request and api_error joined on one user and request.")
+        llm = ", $ai_generation" if model is not None else ""
+        print(
+            f"Demo OK: api_request, slow_request{llm} and api_error joined on one user and request."
+        )
         if args.keep:
             print("Servers are up; Ctrl-C to stop.", flush=True)
             try:
@@ -342,6 +386,8 @@ def run_demo(args: argparse.Namespace) -> int:
         return 0
     finally:
         stop_app(proc)
+        if model is not None:
+            stop_app(model)
         sink.stop()
 
 

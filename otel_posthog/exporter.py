@@ -21,10 +21,12 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from .genai import is_genai
 from .pipeline import Pipeline
 from .runtime import STATS
 from .sdk_span import is_local_root
 from .settings import Settings, resolve_settings
+from .spanview import GenAIFacts
 
 if TYPE_CHECKING:
     from .processor import PostHogSpanProcessor
@@ -82,6 +84,9 @@ class PostHogSpanExporter(SpanExporter):
         for span in spans:
             try:
                 if span.kind is not _SERVER:
+                    if self.processor is None and is_genai(span.attributes or {}):
+                        # alone: a GenAI span from its attributes (linked: the processor's)
+                        pipeline.submit_genai(span, None, GenAIFacts())
                     continue
                 if not is_local_root(span.parent):
                     continue  # a nested server span: only the local root makes events

@@ -386,6 +386,8 @@ def map_span(view: SpanView, settings: Settings) -> list[Event]:
     properties cached, dict copies instead of property-by-property building.
     """
     if view.kind != SERVER or not (view.parent_span_id is None or view.parent_is_remote):
+        if view.genai is not None:  # a GenAI span (the adapters set genai): $ai_* events
+            return _genai.map_genai_span(view, settings)
         return []  # one request, one event: local-root SERVER spans with an HTTP method
     attrs = view.attributes
     method = attrs.get("http.request.method") or attrs.get("http.method")
@@ -590,3 +592,6 @@ def exception_properties(
         }
     )
     return props
+
+
+from . import genai as _genai  # noqa: E402  (genai builds on this module)

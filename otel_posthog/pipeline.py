@@ -26,9 +26,9 @@ from .jwt_identity import JwtVerifier
 from .mapping import Event, map_custom_events, map_span
 from .request_state import LiveRequests, RequestState
 from .runtime import STATS
-from .sdk_span import view_from_sdk_span
+from .sdk_span import add_genai_span_facts, view_from_sdk_span
 from .settings import Settings
-from .spanview import CustomEvent
+from .spanview import CustomEvent, GenAIFacts, SpanView
 from .transport import EventSender
 
 log = logging.getLogger("otel_posthog")
@@ -105,7 +105,15 @@ class Pipeline:
             state.emit_late = self._emit_late
             # captures from now on go out through emit_late: not with the span too
             captured = len(state.captures)
+            # GenAI spans that ended in the request: state.genai, frozen from now on
         self.sender.submit("work", ("span", span, state, captured))
+
+    def submit_genai(
+        self, span: ReadableSpan, state: RequestState | None, genai: GenAIFacts
+    ) -> None:
+        """Queue a finished GenAI span outside a request, or after its request ended."""
+        if self.sender is not None:
+            self.sender.submit("work", ("genai", span, state, genai))
 
     def emit_late(self, state: RequestState, custom: CustomEvent) -> None:
         """A ``capture()`` after the request span ended (e.g. in a BackgroundTask)."""
@@ -116,6 +124,8 @@ class Pipeline:
     def map_work(self, work: tuple[Any, ...]) -> list[Event]:
         """The span -> events function shared by the processor and the exporter."""
         kind, span, state = work[0], work[1], work[2]
+        if state is None:  # a GenAI span outside any request
+            return self._finish(self._genai_events(span, work[3], None))
         if state.jwt_pending and state.token:
             # only the worker may wait for a key refresh: the overflow and hand-off paths
             # map on a request or shutdown thread, with what the key cache holds
@@ -130,10 +140,33 @@ class Pipeline:
         if kind == "late":
             facts.custom_events = (work[3],)
             events = map_custom_events(view_from_sdk_span(span, facts), self.settings)
+        elif kind == "genai":  # ended after its request: state.span is the finished request
+            request = view_from_sdk_span(state.span, facts)
+            events = self._genai_events(span, work[3], request)
         else:
             if facts.custom_events:  # only those captured before the span ended
                 facts.custom_events = facts.custom_events[: work[3]]
-            events = map_span(view_from_sdk_span(span, facts), self.settings)
+            request = view_from_sdk_span(span, facts)
+            events = map_span(request, self.settings)
+            for genai_span, genai in state.genai:  # no more are added once it finished
+                events.extend(self._genai_events(genai_span, genai, request))
+        return self._finish(events)
+
+    def _genai_events(
+        self, span: ReadableSpan, genai: GenAIFacts, request: SpanView | None
+    ) -> list[Event]:
+        """A GenAI span's event; one that cannot be mapped is counted, never costs its
+        request's events."""
+        try:
+            genai.request = request
+            view = view_from_sdk_span(span)
+            view.genai = add_genai_span_facts(span, genai)
+            return map_span(view, self.settings)
+        except Exception as exc:
+            STATS.error("pipeline.genai", exc)
+            return []
+
+    def _finish(self, events: list[Event]) -> list[Event]:
         if self.settings.before_send is None:
             return events
         return apply_before_send(events, self.settings)

@@ -20,6 +20,13 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from . import compat
+from .genai import OPERATION, input_tokens, output_tokens
+from .genai_spans import (
+    GenAIRecord,
+    GenAISpans,
+    is_model_call,
+    span_attributes,
+)
 from .headers import valid_uuid
 from .jwt_identity import JwtVerifier
 from .pipeline import Pipeline
@@ -29,12 +36,14 @@ from .request_state import LIVE, LiveRequests, RequestState, current_state
 from .runtime import STATS, resolved_person, set_current_settings, verified_person
 from .sdk_span import is_local_root
 from .settings import Settings, resolve_settings
+from .spanview import GenAIFacts
 from .transport import EventSender
 
 log = logging.getLogger("otel_posthog")
 
 _SERVER = trace.SpanKind.SERVER
 _CLIENT = trace.SpanKind.CLIENT
+_INTERNAL = trace.SpanKind.INTERNAL
 _PROCESSORS: weakref.WeakSet[PostHogSpanProcessor] = weakref.WeakSet()
 # A request that never ends is forgotten after this long (Sentry's 10-minute rule).
 REQUEST_MAX_AGE_S = 600.0
@@ -57,6 +66,9 @@ class PostHogSpanProcessor(SpanProcessor):
         self.verifier: JwtVerifier = self.pipeline.verifier
         # in-flight CLIENT children -> their request, for the rollup; bounded and swept
         self._children = LiveRequests(max_entries=100_000, max_age_s=REQUEST_MAX_AGE_S)
+        # running GenAI spans -> their request, parent and HTTP children ($ai_* events)
+        self._genai = GenAISpans(max_entries=100_000, max_age_s=REQUEST_MAX_AGE_S)
+        self._ai = self.settings.ai_events
         self._last_sweep = time.monotonic()
         self.enabled = self.settings.enabled
         if not self.enabled:
@@ -77,11 +89,17 @@ class PostHogSpanProcessor(SpanProcessor):
             if kind is _SERVER:
                 if is_local_root(parent):
                     self._bind_request(span, current_state(parent_context))
+            elif (kind is _CLIENT or kind is _INTERNAL) and self._ai and _named_genai(span):
+                self._start_genai(span, parent_context, None if is_local_root(parent) else parent)
             elif kind is _CLIENT:
                 if self.settings.redact_query:
                     redact_span_urls(span)  # outbound URLs carry API keys in their queries
                 if is_local_root(parent):
                     return
+                if self._genai.records and self._genai.start_http(
+                    span.context.span_id, parent.span_id
+                ):
+                    return  # the HTTP call of a model call: its time is in llm_time_ms
                 if getattr(trace.get_current_span(parent_context), "kind", None) is _CLIENT:
                     return  # e.g. urllib3 under requests: one outbound call, counted once
                 state = current_state(parent_context)
@@ -89,6 +107,35 @@ class PostHogSpanProcessor(SpanProcessor):
                     self._children.put(span.context.span_id, state)
         except Exception as exc:
             STATS.error("processor.on_start", exc)
+
+    def _start_genai(self, span: Span, parent_context: Context | None, parent: Any) -> None:
+        """A GenAI span: remember its request (found now, it may end after the request)."""
+        state = current_state(parent_context) if parent is not None else None
+        self._genai.start(
+            span.context.span_id,
+            parent.span_id if parent is not None else None,
+            state,
+            is_model_call(span.attributes or {}),
+        )
+
+    def _end_genai(self, span: ReadableSpan, record: GenAIRecord) -> None:
+        """Add a model call to its request's rollup; hand the span to the pipeline."""
+        state = record.state
+        if state is not None and record.model_call and not record.enclosed and not state.finished:
+            if span.end_time and span.start_time:
+                attrs = span.attributes or {}
+                state.add_llm_rollup(
+                    (span.end_time - span.start_time) / 1e6,
+                    input_tokens(attrs),
+                    output_tokens(attrs),
+                )
+        genai = GenAIFacts(
+            parent_genai_span_id=record.parent_span_id,
+            http_status=record.http_status,
+            http_url=record.http_url,
+        )
+        if state is None or not state.add_genai((span, genai)):
+            self.pipeline.submit_genai(span, state, genai)
 
     def _bind_request(self, span: Span, state: RequestState | None) -> None:
         if state is None or state.span is not None:
@@ -116,6 +163,7 @@ class PostHogSpanProcessor(SpanProcessor):
         """Forget requests (and their children) that started too long ago and never ended."""
         self._last_sweep = time.monotonic()
         self._children.prune()
+        self._genai.prune()
         LIVE.prune()
         self.pipeline.held.prune()
 
@@ -133,13 +181,24 @@ class PostHogSpanProcessor(SpanProcessor):
                 if not self.pipeline.exporter_submits:
                     self.pipeline.submit(span, state)
                 # else the exporter submits it, with the state held since on_start
-            elif kind is _CLIENT:
+            elif kind is _CLIENT or kind is _INTERNAL:
+                if self._genai.records:  # GenAI spans are running: this may be one, or its call
+                    record = self._genai.end(span_id)
+                    if record is not None:
+                        self._end_genai(span, record)
+                        return
+                    if kind is _CLIENT and self._genai.end_http(span_id, span_attributes(span)):
+                        return
+                if kind is _INTERNAL:
+                    return
                 state = self._children.pop(span_id)
                 if state is not None and span.end_time and span.start_time:
                     ms = (span.end_time - span.start_time) / 1e6
-                    attrs = span.attributes or {}
+                    attrs = span_attributes(span)
                     if "db.system" in attrs or "db.system.name" in attrs:
                         state.add_rollup("db_calls", "db_time_ms", ms)
+                    elif self._ai and attrs.get(OPERATION):  # named GenAI after it started
+                        self._end_genai(span, GenAIRecord(state, None, None, is_model_call(attrs)))
                     else:
                         state.add_rollup("http_client_calls", "http_client_time_ms", ms)
         except Exception as exc:
@@ -152,6 +211,11 @@ class PostHogSpanProcessor(SpanProcessor):
     def shutdown(self) -> None:
         _PROCESSORS.discard(self)
         self.pipeline.release()
+
+
+def _named_genai(span: Any) -> bool:
+    """The span has ``gen_ai.operation.name``."""
+    return bool(span_attributes(span).get(OPERATION))
 
 
 def set_identity_attributes(span: Any, state: RequestState) -> None:

@@ -49,6 +49,7 @@ class RequestState:
     trace_id = 0
     captures: list[CustomEvent] | tuple[()] = ()  # a list from the first capture() on
     rollup: Mapping[str, float] = MappingProxyType({})  # replaced, never changed in place
+    genai: list[Any] | tuple[()] = ()  # (span, GenAIFacts) of GenAI spans that ended
     finished = False
     emit_late: Any = None  # callable(state, CustomEvent) once the request span ended
 
@@ -72,6 +73,28 @@ class RequestState:
             rollup[key_calls] = rollup.get(key_calls, 0) + 1
             rollup[key_time] = round(rollup.get(key_time, 0.0) + ms, 3)
             self.rollup = rollup
+
+    def add_llm_rollup(
+        self, ms: float, input_tokens: int | None, output_tokens: int | None
+    ) -> None:
+        """One model call (generation or embedding) for the ``api_request`` LLM rollup."""
+        with self._lock:
+            rollup = dict(self.rollup)
+            rollup["llm_calls"] = rollup.get("llm_calls", 0) + 1
+            rollup["llm_time_ms"] = round(rollup.get("llm_time_ms", 0.0) + ms, 3)
+            rollup["llm_input_tokens"] = rollup.get("llm_input_tokens", 0) + (input_tokens or 0)
+            rollup["llm_output_tokens"] = rollup.get("llm_output_tokens", 0) + (output_tokens or 0)
+            self.rollup = rollup
+
+    def add_genai(self, item: Any) -> bool:
+        """Hold a finished GenAI span until its request ends; False when it already ended."""
+        with self._lock:
+            if self.finished:
+                return False
+            if not self.genai:
+                self.genai = []
+            self.genai.append(item)
+            return True
 
     def facts(self) -> RequestFacts:
         """A snapshot for the mapping."""

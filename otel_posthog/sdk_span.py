@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from . import compat
-from .spanview import ExceptionInfo, RequestFacts, SpanView
+from .spanview import ExceptionInfo, GenAIFacts, RequestFacts, SpanView
 
 # by identity: hashing an Enum member runs Python code
 _KINDS = {id(kind): kind.name.lower() for kind in SpanKind}
@@ -69,3 +69,16 @@ def view_from_sdk_span(span: ReadableSpan, facts: RequestFacts | None = None) ->
         status.status_code is StatusCode.ERROR,
         facts,
     )
+
+
+def add_genai_span_facts(span: ReadableSpan, genai: GenAIFacts) -> GenAIFacts:
+    """The status description and the ``gen_ai.*`` span events of a finished GenAI span."""
+    status = span.status
+    genai.status_message = (status.description or "") if status is not None else ""
+    if not _no_events(span):
+        genai.events = tuple(
+            (ev.name, dict(ev.attributes or {}))
+            for ev in span.events
+            if ev.name.startswith("gen_ai.")
+        )
+    return genai

@@ -80,6 +80,8 @@ class Settings:
     spool_max_mb: float = 100.0
     services: tuple[str, ...] = ()
     receiver_token: str | None = None
+    ai_events: bool = True
+    ai_privacy_mode: bool = False
     before_send: BeforeSend | None = None
 
     @property
@@ -305,6 +307,16 @@ SETTINGS_ENV: dict[str, tuple[str, _Parser, str]] = {
         "OTEL_POSTHOG_RECEIVER_TOKEN",
         _parse_str,
         "receiver: bearer token senders must present (required off loopback)",
+    ),
+    "ai_events": (
+        "OTEL_POSTHOG_AI_EVENTS",
+        _parse_bool,
+        "GenAI spans become $ai_generation / $ai_embedding / $ai_span events (default true)",
+    ),
+    "ai_privacy_mode": (
+        "OTEL_POSTHOG_AI_PRIVACY_MODE",
+        _parse_bool,
+        "never send prompts and replies in $ai_* events, even when captured (default false)",
     ),
 }
 

@@ -69,6 +69,22 @@ class RequestFacts:
 
 
 @dataclass(slots=True)
+class GenAIFacts:
+    """What the mapping of a GenAI span needs beyond its own attributes.
+
+    Adapters fill it: the in-process processor from what it saw while the span ran, the
+    OTLP receiver from the other spans of the same export batch.
+    """
+
+    request: SpanView | None = None  # the request (local-root SERVER span) it ran in
+    parent_genai_span_id: int | None = None  # the direct parent, when it is a GenAI span
+    http_status: int | None = None  # the last child HTTP span's status code
+    http_url: str | None = None  # the last child HTTP span's URL
+    status_message: str = ""  # the span status description
+    events: tuple[tuple[str, Mapping[str, Any]], ...] = ()  # the span's gen_ai.* events
+
+
+@dataclass(slots=True)
 class SpanView:
     """A finished span, reduced to what the mapping needs. Read-only by convention.
 
@@ -89,3 +105,9 @@ class SpanView:
     exceptions: tuple[ExceptionInfo, ...] = ()
     status_error: bool = False
     facts: RequestFacts | None = None
+    genai: GenAIFacts | None = None  # set for GenAI spans (gen_ai.operation.name)
+
+    @property
+    def is_local_root(self) -> bool:
+        """No parent, or a remote one: the process's root span of its request."""
+        return self.parent_span_id is None or self.parent_is_remote

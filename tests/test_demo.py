@@ -41,6 +41,10 @@ def check_output(out: str) -> None:
     slow = next(line for line in lines if " slow_request " in line)
     rid = re.search(r"request_id: (\w+)", slow).group(1)  # type: ignore[union-attr]
     assert any(" api_request " in line and rid in line for line in lines)
+    # the slow send's model call, on the same person and request (the llm extra is installed)
+    generation = next(line for line in lines if " $ai_generation " in line)
+    assert f"request_id: {rid}" in generation and "model: mock-chat" in generation, generation
+    assert "output_tokens: " in generation and "latency_s: " in generation
 
     start_chat = out.split("== 'Start Chat' request", 1)[1].split("\n== ", 1)[0]
     rid = re.search(r"--request (\w+)", start_chat).group(1)  # type: ignore[union-attr]

@@ -24,7 +24,7 @@ from .tokens import PUBLIC_DEMO_SECRET, REFUSAL, secret
 os.environ.setdefault("OTEL_POSTHOG_JWT_SECRET", PUBLIC_DEMO_SECRET)
 
 from .page import PAGE_URLS, add_page  # noqa: E402
-from .routes import add_routes  # noqa: E402
+from .routes import add_routes, instrument_model_clients  # noqa: E402
 
 
 def create_app(tracer_provider: Any = None, **settings: Any) -> FastAPI:
@@ -43,6 +43,8 @@ def create_app(tracer_provider: Any = None, **settings: Any) -> FastAPI:
             allow_headers=otel_posthog.cors.ALLOW_HEADERS,
             expose_headers=otel_posthog.cors.EXPOSE_HEADERS,
         )
+    if os.environ.get("OPENAI_BASE_URL"):
+        instrument_model_clients(tracer_provider)  # /api/chat/send asks a model
     add_routes(app)
     add_page(app)
     FastAPIInstrumentor.instrument_app(

@@ -56,10 +56,32 @@ async def messages() -> dict:
     return {"messages": [{"role": "assistant", "text": "Hi!"}, {"role": "user", "text": "Hey"}]}
 
 
+_clients: list = []
+
+
+def _model_client():
+    """One ``openai`` client for the app (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``)."""
+    if not _clients:
+        import openai
+
+        _clients.append(openai.AsyncOpenAI(api_key=os.environ.get("OPENAI_API_KEY") or "no-key"))
+    return _clients[0]
+
+
 @app.post("/api/chat/send")
 async def send(body: Message, tasks: BackgroundTasks) -> dict:
-    if body.slow:
-        await asyncio.sleep(float(os.environ.get("EXAMPLE_SLOW_SECONDS", "1.2")))
+    slow_s = float(os.environ.get("EXAMPLE_SLOW_SECONDS", "1.2")) if body.slow else 0.0
+    if os.environ.get("OPENAI_BASE_URL"):  # a model answers (the launcher instruments openai)
+        client = _model_client()
+        headers = {"X-Mock-Delay-Ms": str(int(slow_s * 1000))} if slow_s else {}
+        response = await client.chat.completions.create(
+            model="mock-chat",
+            messages=[{"role": "user", "content": body.text}],
+            extra_headers=headers,
+        )
+        return {"reply": response.choices[0].message.content}
+    if slow_s:
+        await asyncio.sleep(slow_s)
     tasks.add_task(_downstream, "/index")  # runs after the response, in the same trace
     return {"echo": body.text}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from typing import Any
 
 from fastapi import BackgroundTasks, FastAPI, HTTPException, Request
 from fastapi.responses import StreamingResponse
@@ -28,10 +29,88 @@ class Login(BaseModel):
 class Message(BaseModel):
     text: str = "hello"
     slow: bool = False
+    stream: bool = False  # stream the model's reply (when a model is configured)
+    model_status: int | None = None  # ask the local model server to fail (e.g. 429, 500)
 
 
 def slow_seconds() -> float:
     return float(os.environ.get("EXAMPLE_SLOW_SECONDS", "1.2"))
+
+
+MODEL = os.environ.get("EXAMPLE_MODEL", "mock-chat")
+EMBEDDING_MODEL = os.environ.get("EXAMPLE_EMBEDDING_MODEL", "mock-embed")
+SYSTEM_PROMPT = "You are the movie chat's friendly assistant."
+_clients: dict[str, Any] = {}
+
+
+def model_client() -> Any:
+    """The ``openai`` client for ``OPENAI_BASE_URL`` (the local model server in the demo),
+    or None when no model is configured or the ``openai`` package is not installed."""
+    base_url = os.environ.get("OPENAI_BASE_URL")
+    if not base_url:
+        return None
+    client = _clients.get(base_url)
+    if client is None:
+        try:
+            import openai
+        except ImportError:
+            return None
+        api_key = os.environ.get("OPENAI_API_KEY") or "local-model-server-needs-no-key"
+        client = _clients[base_url] = openai.AsyncOpenAI(base_url=base_url, api_key=api_key)
+    return client
+
+
+async def ask_model(client: Any, body: Message, slow: bool) -> tuple[str, dict, str]:
+    """One chat completion (streamed or not): the reply, the usage figures, the model."""
+    headers = {}
+    if slow:
+        headers["X-Mock-Delay-Ms"] = str(int(slow_seconds() * 1000))
+    if body.model_status:
+        headers["X-Mock-Status"] = str(body.model_status)
+    messages = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": body.text},
+    ]
+    if not body.stream:
+        response = await client.chat.completions.create(
+            model=MODEL, messages=messages, extra_headers=headers
+        )
+        usage = response.usage.model_dump() if response.usage else {}
+        return response.choices[0].message.content or "", usage, response.model
+    stream = await client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers=headers,
+    )
+    pieces, usage, model = [], {}, MODEL
+    async for chunk in stream:
+        model = chunk.model or model
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+        if chunk.usage:
+            usage = chunk.usage.model_dump()
+    return "".join(pieces), usage, model
+
+
+async def index_message(client: Any, text: str) -> None:
+    """After the response (a BackgroundTask): embed the message for search."""
+    await client.embeddings.create(model=EMBEDDING_MODEL, input=[text])
+    otel_posthog.capture("chat_message_indexed", {"length": len(text)})
+
+
+def instrument_model_clients(tracer_provider: Any = None) -> bool:
+    """The official OpenTelemetry instrumentations of the ``openai`` client and of its HTTP
+    calls (``httpx2``), when installed (``pip install 'otel-posthog[llm]'``)."""
+    try:
+        from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+    except ImportError:
+        return False
+    OpenAIInstrumentor().instrument(tracer_provider=tracer_provider)
+    HTTPX2ClientInstrumentor().instrument(tracer_provider=tracer_provider)
+    return True
 
 
 def add_routes(app: FastAPI) -> None:
@@ -60,10 +139,19 @@ def add_routes(app: FastAPI) -> None:
 
     @app.post("/api/chat/send")
     async def send(body: Message, tasks: BackgroundTasks) -> dict:
-        if body.slow or "slow" in body.text:
-            await asyncio.sleep(slow_seconds())
-        tasks.add_task(otel_posthog.capture, "chat_message_indexed", {"length": len(body.text)})
-        return {"id": str(uuid.uuid4()), "echo": body.text}
+        slow = body.slow or "slow" in body.text
+        client = model_client()
+        if client is None:  # no model configured: an echo
+            if slow:
+                await asyncio.sleep(slow_seconds())
+            tasks.add_task(otel_posthog.capture, "chat_message_indexed", {"length": len(body.text)})
+            return {"id": str(uuid.uuid4()), "echo": body.text}
+        try:
+            reply, usage, model = await ask_model(client, body, slow)
+        except Exception as exc:  # the model failed (openai.APIError and its kind)
+            raise HTTPException(status_code=503, detail="the model is unavailable") from exc
+        tasks.add_task(index_message, client, body.text)
+        return {"id": str(uuid.uuid4()), "reply": reply, "model": model, "usage": usage}
 
     @app.get("/api/chat/stream")
     async def stream() -> StreamingResponse:

@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..before_send import apply_before_send
+from ..genai import link_batch
 from ..headers import bearer_token
 from ..mapping import Event, map_span
 from ..runtime import STATS
@@ -161,6 +162,11 @@ def _success(outcome: _Outcome, protobuf: bool) -> Response:
 def _map(decoded: Decoded, settings: Settings) -> list[Event]:
     """The in-process bridge's mapping core, span by span; a span it chokes on is rejected."""
     events: list[Event] = []
+    if settings.ai_events:
+        try:
+            link_batch(decoded.views)  # GenAI spans: their request, parent and HTTP child
+        except Exception as exc:  # mapped from their own attributes then
+            STATS.error("receiver.link_batch", exc)
     for view in decoded.views:
         try:
             events.extend(map_span(view, settings))

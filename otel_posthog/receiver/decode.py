@@ -20,7 +20,8 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from ..spanview import ExceptionInfo, SpanView
+from ..genai import is_genai
+from ..spanview import ExceptionInfo, GenAIFacts, SpanView
 from .limits import (
     DecodeError,
     LimitExceeded,
@@ -99,20 +100,28 @@ def decode_protobuf(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Decoded:
                     for ev in span.events
                     if ev.name == "exception"
                 )
-                out.views.append(
-                    build_view(
-                        name=span.name,
-                        kind_number=span.kind,
-                        ids=ids,
-                        flags=span.flags,
-                        start_ns=span.start_time_unix_nano,
-                        end_ns=span.end_time_unix_nano,
-                        attributes=_pb_attrs(span.attributes),
-                        resource=resource,
-                        exceptions=exceptions,
-                        status_code=span.status.code,
-                    )
+                view = build_view(
+                    name=span.name,
+                    kind_number=span.kind,
+                    ids=ids,
+                    flags=span.flags,
+                    start_ns=span.start_time_unix_nano,
+                    end_ns=span.end_time_unix_nano,
+                    attributes=_pb_attrs(span.attributes),
+                    resource=resource,
+                    exceptions=exceptions,
+                    status_code=span.status.code,
                 )
+                if is_genai(view.attributes):
+                    view.genai = GenAIFacts(
+                        status_message=span.status.message,
+                        events=tuple(
+                            (ev.name, _pb_attrs(ev.attributes))
+                            for ev in span.events
+                            if ev.name.startswith("gen_ai.")
+                        ),
+                    )
+                out.views.append(view)
     return out
 
 
@@ -227,7 +236,7 @@ def _json_span(span: Any, resource: Mapping[str, Any], limits: Limits) -> SpanVi
     if not isinstance(status, dict):
         raise SpanRejected("status must be an object")
     name = span.get("name", "")
-    return build_view(
+    view = build_view(
         name=name if isinstance(name, str) else str(name),
         kind_number=_enum(span.get("kind"), OTLP_KIND_NAMES, "kind"),
         ids=ids,
@@ -239,6 +248,16 @@ def _json_span(span: Any, resource: Mapping[str, Any], limits: Limits) -> SpanVi
         exceptions=tuple(exceptions),
         status_code=_enum(status.get("code"), STATUS_NAMES, "status.code"),
     )
+    if is_genai(view.attributes):
+        events = []
+        for ev in _list(span.get("events"), "events", SpanRejected):
+            if isinstance(ev, dict) and str(ev.get("name", "")).startswith("gen_ai."):
+                events.append((str(ev["name"]), _json_attrs(ev.get("attributes"), limits)))
+        message = status.get("message")
+        view.genai = GenAIFacts(
+            status_message=message if isinstance(message, str) else "", events=tuple(events)
+        )
+    return view
 
 
 def _count_spans(scope_spans: list[Any]) -> int:

@@ -23,7 +23,28 @@ LINE_PROPERTIES: dict[str, tuple[str, ...]] = {
     "slow_request": ("request_id", "endpoint", "duration_ms", "threshold_ms"),
     "api_error": ("request_id", "endpoint", "status_code", "error_type", "error_message"),
 }
-LABELS = {"status_code": "status"}
+# LLM calls ($ai_generation, $ai_embedding, $ai_span): model, tokens, latency, errors
+_AI_LINE = (
+    "request_id",
+    "$ai_span_name",
+    "$ai_model",
+    "$ai_input_tokens",
+    "$ai_output_tokens",
+    "$ai_latency",
+    "$ai_http_status",
+    "$ai_error",
+)
+LINE_PROPERTIES.update(dict.fromkeys(("$ai_generation", "$ai_embedding", "$ai_span"), _AI_LINE))
+LABELS = {
+    "status_code": "status",
+    "$ai_span_name": "span",
+    "$ai_model": "model",
+    "$ai_input_tokens": "input_tokens",
+    "$ai_output_tokens": "output_tokens",
+    "$ai_latency": "latency_s",
+    "$ai_http_status": "http_status",
+    "$ai_error": "error",
+}
 HIDDEN = {"session_id", "source", "environment", "service", "path", "method", "distinct_id"}
 MAX_OTHER = 4
 

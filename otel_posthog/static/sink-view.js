@@ -72,11 +72,18 @@ function fillSelect(select, rows, current) {
 const fmtTime = (ts) => ts.slice(11, 19);
 const ms = (v) => (typeof v === "number" ? Math.round(v) : "");
 
+// LLM calls ($ai_generation, $ai_embedding, $ai_span): model, tokens, latency, errors
+const AI_DETAILS = [["$ai_model", "model"], ["$ai_input_tokens", "input_tokens"],
+  ["$ai_output_tokens", "output_tokens"], ["$ai_latency", "latency_s"],
+  ["$ai_http_status", "http_status"], ["$ai_error", "error"]];
+
 function details(ev) {
   const skip = new Set(["request_id", "endpoint", "status_code", "response_time_ms", "distinct_id",
     "session_id", "source", "path", "method", "environment", "service", "traceback"]);
-  return Object.entries(ev.properties)
-    .filter(([k]) => !k.startsWith("$") && !skip.has(k))
+  const ai = ev.event.startsWith("$ai_")
+    ? AI_DETAILS.filter(([k]) => ev.properties[k] !== undefined).map(([k, label]) => [label, ev.properties[k]])
+    : [];
+  return [...ai, ...Object.entries(ev.properties).filter(([k]) => !k.startsWith("$") && !skip.has(k))]
     .map(([k, v]) => `${k}: ${text(v)}`)
     .join(", ");
 }
@@ -103,7 +110,8 @@ function renderTable(events) {
     tr.append(rid);
     tr.append(el("td", { class: "mono" }, p.endpoint || ""));
     tr.append(el("td", {}, p.status_code));
-    tr.append(el("td", {}, ms(p.duration_ms ?? p.response_time_ms)));
+    const aiMs = typeof p.$ai_latency === "number" ? p.$ai_latency * 1000 : undefined;
+    tr.append(el("td", {}, ms(p.duration_ms ?? p.response_time_ms ?? aiMs)));
     tr.append(el("td", { class: "details" }, details(ev)));
     body.append(tr);
   }
