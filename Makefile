@@ -64,10 +64,13 @@ bench: $(STAMP)
 	fi
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
+# the core held to mypy --strict (the same list as pyproject.toml's strict override)
+STRICT := mapping spanview settings headers scrub genai identity_hosts bounded_gzip compat
 lint: $(STAMP)
 	$(BIN)/ruff check otel_posthog tests examples benchmarks
 	$(BIN)/ruff format --check otel_posthog tests examples benchmarks
 	$(BIN)/mypy otel_posthog
+	$(BIN)/mypy --strict --follow-imports=silent $(addprefix otel_posthog/,$(addsuffix .py,$(STRICT)))
 
 clean:
 	rm -rf $(VENV) $(OLDEST) node_modules .otel-posthog

@@ -248,7 +248,8 @@ def sdk_configurator_base() -> type:
     except ImportError:
         from opentelemetry.instrumentation.configurator import BaseConfigurator
 
-        return BaseConfigurator
+        base: type = BaseConfigurator
+        return base
 
 
 @functools.cache
@@ -328,7 +329,7 @@ def hook_starlette_lifespan(on_shutdown: Callable[[], None]) -> bool:
                     log.warning("otel_posthog: flush at shutdown failed: %r", exc)
             await send(message)
 
-        return await original(self, scope, receive, send_after_flush)
+        await original(self, scope, receive, send_after_flush)
 
     Router.lifespan = lifespan  # type: ignore[method-assign]
     return True
