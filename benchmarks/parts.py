@@ -74,7 +74,7 @@ def _switch_off(parts: set[str]) -> None:
 def export_fixture(count: int, part: str) -> None:
     """``count`` request spans through ``part`` of the export path (in this process)."""
     from otel_posthog.jwt_identity import JwtVerifier
-    from otel_posthog.pipeline import Pipeline
+    from otel_posthog.pipeline import Pipeline, SpanWork
     from otel_posthog.settings import Settings, resolve_settings
     from otel_posthog.transport import BatchPoster
 
@@ -90,7 +90,7 @@ def export_fixture(count: int, part: str) -> None:
         return
     events = []
     for span, state in zip(spans, states, strict=True):
-        events.extend(pipeline.map_work(("span", span, state, 0)))
+        events.extend(pipeline.map_work(SpanWork(span, state, 0)))
     if part == "encode":
         poster = BatchPoster(settings)
         for i in range(0, len(events), settings.batch_size):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from typing import Any
+from typing import NamedTuple
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -34,6 +34,34 @@ from .transport import EventSender
 log = logging.getLogger("otel_posthog")
 
 _PIPELINES: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+
+
+class SpanWork(NamedTuple):
+    """A finished local-root SERVER span and its request; ``captured``: how many
+    ``capture()`` events go out with it (later ones are :class:`LateCapture`)."""
+
+    span: ReadableSpan
+    state: RequestState
+    captured: int
+
+
+class LateCapture(NamedTuple):
+    """A ``capture()`` after its request span ended (``span``: that finished span)."""
+
+    span: ReadableSpan
+    state: RequestState
+    custom: CustomEvent
+
+
+class GenAIWork(NamedTuple):
+    """A GenAI span that ended after its request (``state``), or outside any (None)."""
+
+    span: ReadableSpan
+    state: RequestState | None
+    genai: GenAIFacts
+
+
+Work = SpanWork | LateCapture | GenAIWork  # what the sender's worker maps
 
 
 class Pipeline:
@@ -106,26 +134,27 @@ class Pipeline:
             # captures from now on go out through emit_late: not with the span too
             captured = len(state.captures)
             # GenAI spans that ended in the request: state.genai, frozen from now on
-        self.sender.submit("work", ("span", span, state, captured))
+        self.sender.submit("work", SpanWork(span, state, captured))
 
     def submit_genai(
         self, span: ReadableSpan, state: RequestState | None, genai: GenAIFacts
     ) -> None:
         """Queue a finished GenAI span outside a request, or after its request ended."""
         if self.sender is not None:
-            self.sender.submit("work", ("genai", span, state, genai))
+            self.sender.submit("work", GenAIWork(span, state, genai))
 
     def emit_late(self, state: RequestState, custom: CustomEvent) -> None:
         """A ``capture()`` after the request span ended (e.g. in a BackgroundTask)."""
         if self.sender is not None:
-            self.sender.submit("work", ("late", state.span, state, custom))
+            self.sender.submit("work", LateCapture(state.span, state, custom))
 
     # -- export worker ------------------------------------------------------------------------
-    def map_work(self, work: tuple[Any, ...]) -> list[Event]:
+    def map_work(self, work: Work) -> list[Event]:
         """The span -> events function shared by the processor and the exporter."""
-        kind, span, state = work[0], work[1], work[2]
+        state = work.state
         if state is None:  # a GenAI span outside any request
-            return self._finish(self._genai_events(span, work[3], None))
+            assert type(work) is GenAIWork
+            return self._finish(self._genai_events(work.span, work.genai, None))
         if state.jwt_pending and state.token:
             # only the worker may wait for a key refresh: the overflow and hand-off paths
             # map on a request or shutdown thread, with what the key cache holds
@@ -137,16 +166,17 @@ class Pipeline:
         facts = state.facts()
         if state.token is not None:
             state.token = None  # the raw token is not needed any more
-        if kind == "late":
-            facts.custom_events = (work[3],)
-            events = map_custom_events(view_from_sdk_span(span, facts), self.settings)
-        elif kind == "genai":  # ended after its request: state.span is the finished request
+        if type(work) is LateCapture:
+            facts.custom_events = (work.custom,)
+            events = map_custom_events(view_from_sdk_span(work.span, facts), self.settings)
+        elif type(work) is GenAIWork:  # ended after its request: state.span is the request
             request = view_from_sdk_span(state.span, facts)
-            events = self._genai_events(span, work[3], request)
+            events = self._genai_events(work.span, work.genai, request)
         else:
+            assert type(work) is SpanWork
             if facts.custom_events:  # only those captured before the span ended
-                facts.custom_events = facts.custom_events[: work[3]]
-            request = view_from_sdk_span(span, facts)
+                facts.custom_events = facts.custom_events[: work.captured]
+            request = view_from_sdk_span(work.span, facts)
             events = map_span(request, self.settings)
             for genai_span, genai in state.genai:  # no more are added once it finished
                 events.extend(self._genai_events(genai_span, genai, request))
