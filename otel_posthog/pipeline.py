@@ -88,19 +88,9 @@ class Pipeline:
             return
         spool = None
         if settings.spool_dir:
-            from .spool import Spool
+            from .spool import open_spool
 
-            try:  # a corrupt file is moved aside by Spool itself; this is what is left
-                spool = Spool(settings)
-            except Exception as exc:  # read-only or full disk, a file where the dir should be
-                STATS.error("spool.open", exc)
-                log.warning(
-                    "otel_posthog: the spool in %s cannot be used (%s: %s); events are "
-                    "delivered from memory only",
-                    settings.spool_dir,
-                    exc.__class__.__name__,
-                    exc,
-                )
+            spool = open_spool(settings, required=False)  # the app never fails for it
         self.sender = EventSender(settings, self.map_work, spool=spool)
         if settings.scrub_secrets:  # exception text other exporters get, scrubbed too
             from .span_scrub import install

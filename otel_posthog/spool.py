@@ -394,3 +394,30 @@ def is_corrupt(exc: BaseException) -> bool:
         return (code & 0xFF) in _CORRUPT_CODES
     text = str(exc).lower()
     return "malformed" in text or "not a database" in text
+
+
+def open_spool(settings: Settings, *, required: bool) -> Spool | None:
+    """The spool of ``settings`` (``OTEL_POSTHOG_SPOOL_DIR``) for a sender, or None without one.
+
+    A corrupt file is moved aside by :class:`Spool` itself; a spool that still cannot be
+    opened (read-only or full disk, a file where the directory should be) raises when
+    ``required`` (the OTLP receiver: its start fails, naming it), else is counted and
+    logged and the sender delivers from memory only (the in-process bridge never fails
+    the app for it).
+    """
+    if not settings.spool_dir:
+        return None
+    try:
+        return Spool(settings)
+    except Exception as exc:
+        if required:
+            raise
+        STATS.error("spool.open", exc)
+        log.warning(
+            "otel_posthog: the spool in %s cannot be used (%s: %s); events are "
+            "delivered from memory only",
+            settings.spool_dir,
+            exc.__class__.__name__,
+            exc,
+        )
+        return None

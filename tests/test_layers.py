@@ -208,6 +208,29 @@ def test_each_rule_has_one_home():
     assert _homes("exception.type") == {"otel_posthog.spanview"}
 
 
+def test_a_spool_that_cannot_open_fails_the_receiver_but_never_the_app(tmp_path):
+    """One home for "sender with optional spool": the receiver's start fails naming the
+    problem, the in-process bridge counts it and delivers from memory."""
+    import pytest
+
+    from otel_posthog.runtime import STATS
+    from otel_posthog.settings import resolve_settings
+    from otel_posthog.spool import Spool, open_spool
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    settings = resolve_settings(api_key="phc_x", spool_dir=str(blocked / "spool"))
+    with pytest.raises(OSError):
+        open_spool(settings, required=True)
+    before = STATS.snapshot(gauges=False)["errors"]
+    assert open_spool(settings, required=False) is None
+    assert STATS.snapshot(gauges=False)["errors"] == before + 1
+    assert open_spool(resolve_settings(api_key="phc_x"), required=True) is None
+    fine = open_spool(resolve_settings(api_key="phc_x", spool_dir=str(tmp_path)), required=True)
+    assert isinstance(fine, Spool)
+    fine.close()
+
+
 def test_shared_rules_behave_as_their_callers_did():
     import gzip
 

@@ -65,9 +65,9 @@ class ReceiverSender(EventSender):
     def __init__(self, settings: Settings) -> None:
         spool = None
         if settings.spool_dir:
-            from ..spool import Spool
+            from ..spool import open_spool
 
-            spool = Spool(settings)
+            spool = open_spool(settings, required=True)  # the receiver's start fails
         super().__init__(settings, _already_events, spool=spool)
 
     def room(self) -> int:
