@@ -738,7 +738,7 @@ class Compiler:
     def against_text(self, other: str, text: str) -> tuple[str, str]:
         """``other`` and a string literal made comparable as in HogQL: a property compares as
         its text, a time with the literal read as a UTC time (``'2026-01-02 10:00'``)."""
-        if other.startswith(PROPERTY_SQL):
+        if is_property(other):
             return f"CAST({other} AS TEXT)", self.bind(text)
         if other == "timestamp" or (other.startswith("strftime(") and "+00:00" in other):
             try:
