@@ -104,6 +104,7 @@ def test_shipped_definitions_compile_and_every_query_matches_posthogs_schema() -
         "User Journey Timeline",
         "API Performance by User",
         "Error Tracking by User",
+        "LLM Usage by Person",
     }
     for insight in insights:
         query = insight.query or {}
@@ -122,6 +123,7 @@ def test_shipped_definitions_compile_and_every_query_matches_posthogs_schema() -
         "person-requests",
         "person-errors",
         "correlated-events",
+        "person-llm-calls",
     }
     assert all(i.query and i.query["kind"] == "DataVisualizationNode" for i in per_person)
     by_key = {i.key: i for i in insights}

@@ -477,3 +477,133 @@ def test_a_genai_span_that_cannot_be_mapped_never_costs_its_requests_events(
     assert not [name for name in got if name.startswith("$ai_")]
     after = STATS.snapshot(gauges=False)["errors_by_kind"]
     assert after.get("pipeline.genai", 0) > before  # type: ignore[union-attr]
+
+
+def test_llm_usage_dashboard_computes_from_real_generations(make_bridge, sink):
+    """The shipped "LLM Usage by Person" tiles, computed by the sink from the ``$ai_*``
+    events the bridge made of real openai calls (two persons, one failed call)."""
+    from otel_posthog.dashboards.definitions import load, with_variables
+    from otel_posthog.sink import query_engine
+
+    bridge = make_bridge()
+    other = "user-llm-2"
+    calls = [
+        (USER, {"text": "recommend a film about space"}),
+        (USER, {"text": "and one about the sea please"}),
+        (USER, {"text": "hi", "model_status": 500}),
+        (other, {"text": "hello"}),
+    ]
+    generations = []
+    for user, body in calls:
+        response = bridge.request("POST", "/api/chat/send", json=body, headers=auth(user))
+        failed = "model_status" in body
+        assert response.status_code == (503 if failed else 200)
+        expect = {"api_request", "$ai_generation", "api_error" if failed else "$ai_embedding"}
+        events = bridge.events_for(response.headers["X-Request-ID"], expect)
+        assert expect <= {e.event for e in events}
+        generations += [e for e in events if e.event == "$ai_generation"]
+    assert len(generations) == 4
+    embeddings = [e for e in sink.events() if e.event == "$ai_embedding"]
+    assert len(embeddings) == 3
+    props = [g.properties for g in generations]
+
+    defs = load()
+    dashboard = next(d for d in defs.of("dashboard") if d.key == "llm-usage")
+    assert dashboard.name == "LLM Usage by Person"
+    tiles = {i.key: i for i in defs.of("insight") if "llm-usage" in i.dashboards}
+    assert set(tiles) == {
+        "person-llm-calls",
+        "llm-usage-by-person",
+        "llm-generations",
+        "llm-tokens",
+        "llm-latency-by-model",
+        "llm-errors-by-model",
+    }
+
+    def compute(key: str) -> dict[str, Any]:
+        insight = tiles[key]
+        query = with_variables(insight.query or {}, insight.variables, {"distinct_id": "v1"})
+        result = query_engine.compute(sink.store, query, {"distinct_id": USER})
+        assert result["kind"] != "not_computed", (key, result)
+        return result
+
+    def by_label(result: dict[str, Any]) -> dict[str, Any]:
+        return {s["label"]: s["aggregated_value"] for s in result["series"]}
+
+    def p95(values: list[float]) -> float | None:
+        return query_engine.quantile(values, 0.95)
+
+    # the person's model calls, newest first, each with its request_id
+    table = compute("person-llm-calls")
+    assert table["columns"] == [
+        "timestamp",
+        "event",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "latency_s",
+        "is_error",
+        "request_id",
+    ]
+    rows = table["rows"]
+    assert [r[0] for r in rows] == sorted((r[0] for r in rows), reverse=True)
+    mine = [g for g in generations if g.distinct_id == USER]
+    mine += [e for e in embeddings if e.distinct_id == USER]
+    assert sorted(tuple(r[1:]) for r in rows) == sorted(
+        (
+            e.event,
+            e.properties["$ai_model"],
+            e.properties.get("$ai_input_tokens"),
+            e.properties.get("$ai_output_tokens"),
+            e.properties["$ai_latency"],
+            "true" if e.properties["$ai_is_error"] else "false",
+            e.properties["request_id"],
+        )
+        for e in mine
+    )
+    assert [r[6] for r in rows if r[1] == "$ai_generation"].count("true") == 1
+
+    # usage by person: generations, tokens, latency p95, errors
+    usage = compute("llm-usage-by-person")
+    assert usage["columns"] == [
+        "person",
+        "generations",
+        "input_tokens",
+        "output_tokens",
+        "latency_p95_s",
+        "errors",
+    ]
+    expected = []
+    for person in (USER, other):
+        own = [g.properties for g in generations if g.distinct_id == person]
+        latency = p95([p["$ai_latency"] for p in own])
+        expected.append(
+            [
+                person,
+                len(own),
+                sum(p.get("$ai_input_tokens", 0) for p in own),
+                sum(p.get("$ai_output_tokens", 0) for p in own),
+                round(latency, 3) if latency is not None else None,
+                sum(1 for p in own if p["$ai_is_error"]),
+            ]
+        )
+    assert usage["rows"] == expected
+    assert expected[0][1] == 3 and expected[0][-1] == 1 and expected[1][-1] == 0
+    assert all(row[2] > 0 and row[3] > 0 and row[4] > 0 for row in expected)
+
+    # generations over time, tokens, latency p95 and errors by model
+    models = {p["$ai_model"] for p in props}
+    assert by_label(compute("llm-generations")) == {
+        m: sum(1 for p in props if p["$ai_model"] == m) for m in models
+    }
+    assert by_label(compute("llm-tokens")) == {
+        "Input tokens (sum of $ai_input_tokens)": sum(p.get("$ai_input_tokens", 0) for p in props),
+        "Output tokens (sum of $ai_output_tokens)": sum(
+            p.get("$ai_output_tokens", 0) for p in props
+        ),
+    }
+    assert by_label(compute("llm-latency-by-model")) == {
+        m: p95([p["$ai_latency"] for p in props if p["$ai_model"] == m]) for m in models
+    }
+    failed_model = next(p["$ai_model"] for p in props if p["$ai_is_error"])
+    assert by_label(compute("llm-errors-by-model")) == {failed_model: 1}

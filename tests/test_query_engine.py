@@ -534,3 +534,39 @@ def test_events_query_defaults_last_24_hours_nothing_from_the_future() -> None:
         assert run(server, table)["rows"] == [["recent"], ["old"]]
         table["source"]["before"] = (now + timedelta(days=1)).isoformat()
         assert run(server, table)["rows"] == [["future"], ["recent"], ["old"]]
+
+
+def test_boolean_properties_read_as_posthog_text() -> None:
+    """A JSON boolean property (``$ai_is_error``) is ``'true'``/``'false'`` as in PostHog, in
+    property filters, breakdowns, HogQL comparisons and SELECT (SQLite alone reads 1/0)."""
+    events = [
+        ev(0, "$ai_generation", **{"$ai_model": "m1", "$ai_is_error": True}),
+        ev(1, "$ai_generation", **{"$ai_model": "m1", "$ai_is_error": False}),
+        ev(2, "$ai_generation", **{"$ai_model": "m2", "$ai_is_error": True}),
+    ]
+    with LocalSink() as sink:
+        body = {"api_key": sink.api_key, "batch": events}
+        assert requests.post(sink.url + "/batch/", json=body, timeout=5).ok
+        series = [{"kind": "EventsNode", "event": "$ai_generation", "math": "total"}]
+        by_model = {"breakdown": "$ai_model", "breakdown_type": "event"}
+        for value in ("true", ["true"], True):
+            failed = [{"key": "$ai_is_error", "type": "event", "operator": "exact", "value": value}]
+            query = trends(series=series, properties=failed, breakdownFilter=by_model)
+            assert values(run(sink, query)) == {"m1": 1, "m2": 1}, value
+        ok = [{"key": "$ai_is_error", "type": "event", "operator": "is_not", "value": "true"}]
+        assert values(run(sink, trends(series=series, properties=ok))) == {"$ai_generation": 1}
+        by_flag = {"breakdown": "$ai_is_error", "breakdown_type": "event"}
+        assert values(run(sink, trends(series=series, breakdownFilter=by_flag))) == {
+            "true": 2,
+            "false": 1,
+        }
+        counts = sql(
+            "SELECT countIf(properties.$ai_is_error = 'true'), "
+            "countIf(toString(properties.$ai_is_error) = 'true'), "
+            "countIf(properties.$ai_is_error = true), countIf(false = properties.$ai_is_error) "
+            "FROM events",
+            None,
+        )
+        assert run(sink, counts)["rows"] == [[2, 2, 2, 1]]
+        flags = sql("SELECT properties.$ai_is_error FROM events ORDER BY timestamp", None)
+        assert run(sink, flags)["rows"] == [["true"], ["false"], ["true"]]

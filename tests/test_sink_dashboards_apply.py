@@ -24,6 +24,15 @@ from tests.test_query_engine import EVENTS
 pytest.importorskip("otel_posthog.dashboards")
 
 GUIDE = {"User Journey Timeline", "API Performance by User", "Error Tracking by User"}
+LLM = "LLM Usage by Person"
+TILES_JS = """ts => Object.fromEntries(ts.map(t => [t.dataset.name, {
+  kind: t.dataset.kind,
+  rows: [...t.querySelectorAll('table.rows tbody tr')].map(r =>
+    Object.fromEntries([...r.cells].map(c => [c.dataset.col, c.textContent]))),
+  series: Object.fromEntries([...t.querySelectorAll('table.series tr')].map(r =>
+    [r.dataset.label, r.cells[1].textContent])),
+  empty: (t.querySelector('p.empty') || {}).textContent || '',
+}]))"""
 
 
 def apply(sink: LocalSink, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -55,7 +64,7 @@ def test_shipped_dashboards_on_the_sink() -> None:
         assert api.writes == writes  # the rerun only read
 
         dashboards = api.live("dashboard")
-        assert GUIDE <= {d["name"] for d in dashboards}
+        assert GUIDE | {LLM} <= {d["name"] for d in dashboards}
         by_endpoint: dict[str, dict[str, Any]] = {}
         for dashboard in dashboards:
             tiles = [t for t in api.tiles_of(dashboard["id"]) if t.get("insight")]
@@ -102,7 +111,7 @@ def test_demo_dashboards_in_chromium(tmp_path: Path) -> None:
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(sink.url + "/dashboards?person=user_12345")
-        assert GUIDE <= set(page.locator("#dashboards a").all_inner_texts())
+        assert GUIDE | {LLM} <= set(page.locator("#dashboards a").all_inner_texts())
         series: dict[str, str] = {}
         for name in sorted(GUIDE):
             page.goto(sink.url + "/dashboards?person=user_12345")
@@ -126,6 +135,30 @@ def test_demo_dashboards_in_chromium(tmp_path: Path) -> None:
                 assert "/api/fail" in page.locator("article.tile table.rows").first.inner_text()
         assert series["/api/chat/send"] == "1"  # the slow request, counted once
         assert series["/api/fail"] == "1"  # the failing call's error
+
+        # the chat send's model call, on the LLM dashboard (the demo runs the llm extra)
+        page.goto(sink.url + "/dashboards?person=user_12345")
+        page.click(f"#dashboards a >> text={LLM}")
+        page.wait_for_selector("body[data-loaded] #tiles")
+        llm = page.locator("article.tile[data-insight]").evaluate_all(TILES_JS)
+        assert all(t["kind"] != "not_computed" for t in llm.values()), llm
+        calls = llm["LLM: one person's model calls"]["rows"]
+        assert sorted(r["event"] for r in calls) == ["$ai_embedding", "$ai_generation"]
+        generation = next(r for r in calls if r["event"] == "$ai_generation")
+        assert generation["model"] == "mock-chat-2026-01-01"
+        assert generation["is_error"] == "false"
+        assert int(generation["input_tokens"]) > 0 and int(generation["output_tokens"]) > 0
+        assert float(generation["latency_s"]) > 0
+        assert re.fullmatch(r"[0-9a-f]{32}", generation["request_id"])
+        usage = {r["person"]: r for r in llm["LLM: usage by person"]["rows"]}
+        assert usage["user_12345"]["generations"] == "1"
+        assert usage["user_12345"]["errors"] == "0"
+        assert usage["user_12345"]["output_tokens"] == generation["output_tokens"]
+        assert llm["LLM: generations over time by model"]["series"] == {"mock-chat-2026-01-01": "1"}
+        assert set(llm["LLM: latency p95 by model"]["series"]) == {"mock-chat-2026-01-01"}
+        tokens = llm["LLM: tokens over time"]["series"]
+        assert tokens["Output tokens (sum of $ai_output_tokens)"] == generation["output_tokens"]
+        assert llm["LLM: errors by model"]["empty"] == "no events in the date range"
         assert errors == []
         browser.close()
 

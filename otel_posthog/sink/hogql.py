@@ -5,7 +5,8 @@ Supported: ``SELECT [DISTINCT] expr [AS alias], ... FROM events [WHERE] [GROUP B
 (a list or a one-column sub-select over events), ``LIKE``/``ILIKE``, ``IS [NOT] NULL``,
 arithmetic, ``INTERVAL n unit``; the columns ``event``, ``distinct_id``, ``timestamp``,
 ``uuid``, ``properties.x`` (and ``person_id``/``person``: on the sink, the distinct_id a
-``$identify`` merged it into, else the distinct_id); placeholders ``{variables.name}`` and
+``$identify`` merged it into, else the distinct_id; a JSON boolean property reads as
+``'true'``/``'false'``, as in PostHog); placeholders ``{variables.name}`` and
 ``{filters}``; a whitelist of functions (:data:`FUNCTIONS`, :data:`AGGREGATES`). Anything
 else raises :class:`NotComputed`.
 
@@ -670,9 +671,9 @@ class Compiler:
         if head == "properties":
             if len(chain) == 1:
                 return "properties"
-            return f"json_extract(properties, {self.bind(json_path(chain[1:]))})"
+            return property_sql(self.bind(json_path(chain[1:])))
         if head == "$session_id" and len(chain) == 1:
-            return f"json_extract(properties, {self.bind(json_path(chain))})"
+            return property_sql(self.bind(json_path(chain)))
         if len(chain) == 1 and head in COLUMNS:
             return COLUMNS[head]
         if head in ("person", "pdi") and len(chain) > 1:
@@ -717,6 +718,10 @@ class Compiler:
                 left = f"hq_num({left})"
             elif _is_number(e.left) and not _is_number(e.right):
                 right = f"hq_num({right})"
+            elif _is_bool(e.right) and is_property(left):
+                right = self.bind("true" if e.right.value else "false")  # type: ignore[union-attr]
+            elif _is_bool(e.left) and is_property(right):
+                left = self.bind("true" if e.left.value else "false")  # type: ignore[union-attr]
             elif _is_text(e.right):
                 left, right = self.against_text(left, str(e.right.value))  # type: ignore[union-attr]
             elif _is_text(e.left):
@@ -733,7 +738,7 @@ class Compiler:
     def against_text(self, other: str, text: str) -> tuple[str, str]:
         """``other`` and a string literal made comparable as in HogQL: a property compares as
         its text, a time with the literal read as a UTC time (``'2026-01-02 10:00'``)."""
-        if other.startswith("json_extract(properties"):
+        if is_property(other):
             return f"CAST({other} AS TEXT)", self.bind(text)
         if other == "timestamp" or (other.startswith("strftime(") and "+00:00" in other):
             try:
@@ -884,6 +889,10 @@ def _is_number(e: Expr) -> bool:
     )
 
 
+def _is_bool(e: Expr) -> bool:
+    return isinstance(e, Const) and isinstance(e.value, bool)
+
+
 def _is_text(e: Expr) -> bool:
     return isinstance(e, Const) and isinstance(e.value, str)
 
@@ -913,6 +922,23 @@ def _midnight(dt: datetime) -> datetime:
 
 def _no_placeholders(name: str) -> Any:
     raise NotComputed(f"placeholder {{{name}}} has no value")
+
+
+PROPERTY_SQL = "(CASE json_type(properties, "
+
+
+def property_sql(path: str) -> str:
+    """A property's value as PostHog reads it, for the bound JSON ``path``: a JSON boolean
+    is the text ``'true'``/``'false'`` (SQLite's ``json_extract`` would give 1/0), anything
+    else what ``json_extract`` gives."""
+    return (
+        f"{PROPERTY_SQL}{path}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+        f"ELSE json_extract(properties, {path}) END)"
+    )
+
+
+def is_property(sql: str) -> bool:
+    return sql.startswith(PROPERTY_SQL)
 
 
 def json_path(keys: tuple[str, ...] | list[str]) -> str:

@@ -237,7 +237,7 @@ def _buckets(start: datetime, end: datetime, interval: str) -> list[datetime]:
 def _prop(compiler: hogql.Compiler, key: Any) -> str:
     if not isinstance(key, str) or not key:
         raise NotComputed(f"property key {key!r} is not computed locally")
-    return f"json_extract(properties, {compiler.bind(hogql.json_path([key]))})"
+    return hogql.property_sql(compiler.bind(hogql.json_path([key])))
 
 
 def property_filters(compiler: hogql.Compiler, filters: Any) -> list[str]:
