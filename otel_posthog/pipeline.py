@@ -86,6 +86,9 @@ class Pipeline:
         if state.jwt_pending and state.token:
             result = self.verifier.resolve(state.token, allow_fetch=True)
             state.jwt_distinct_id, state.jwt_pending = result.distinct_id, False
+        if state.scope is not None:
+            state.route = _framework_route(span, state)
+            state.scope = state.app = None  # nothing else needs them: let the scope go
         facts = state.facts()
         if state.token is not None:
             state.token = None  # the raw token is not needed any more
@@ -123,6 +126,23 @@ class Pipeline:
         if self.sender is not None:
             self.sender.shutdown(self.settings.shutdown_timeout_ms / 1000)
         _PIPELINES.discard(self)
+
+
+def _framework_route(span: ReadableSpan, state: RequestState) -> str | None:
+    """The full route template from the app's routing, when the span's is missing or only
+    a mount prefix (see :mod:`otel_posthog.asgi_routes`); None keeps ``http.route``."""
+    scope, app = state.scope, state.app
+    try:
+        attrs = span.attributes or {}
+        reported = attrs.get("http.route")
+        status = attrs.get("http.response.status_code", attrs.get("http.status_code"))
+        from . import asgi_routes
+
+        if asgi_routes.needs_walk(app, reported, status):
+            return asgi_routes.full_route(app, scope)
+    except Exception as exc:
+        STATS.error("pipeline.route", exc)
+    return None
 
 
 def apply_before_send(events: list[Event], settings: Settings) -> list[Event]:

@@ -54,6 +54,8 @@ class PostHogSpanProcessor(SpanProcessor):
         self.verifier: JwtVerifier = self.pipeline.verifier
         # in-flight CLIENT children -> their request, for the rollup; bounded and swept
         self._children = LiveRequests(max_entries=100_000, max_age_s=REQUEST_MAX_AGE_S)
+        # server spans nested in a request in flight (they make no event of their own)
+        self._nested = LiveRequests(max_entries=10_000, max_age_s=REQUEST_MAX_AGE_S)
         self._last_sweep = time.monotonic()
         self.exporter: PostHogSpanExporter | None = None
         self.enabled = self.settings.enabled
@@ -89,7 +91,16 @@ class PostHogSpanProcessor(SpanProcessor):
             STATS.error("processor.on_start", exc)
 
     def _bind_request(self, span: Span, state: RequestState | None) -> None:
-        if state is None or state.span is not None:
+        if state is not None and state.span is not None:
+            if not state.finished:
+                # a server span inside a request in flight (a mounted app's own, which
+                # starts a new trace): part of that request, which makes the one event
+                self._nested.put(span.context.span_id, state)
+                if self.exporter is not None:
+                    self.exporter.skip(span.context.span_id, state)
+                return
+            state = None
+        if state is None:
             state = RequestState()  # no PostHogPropagator configured: attributes only
         span_ctx = span.context
         state.span = span
@@ -114,9 +125,11 @@ class PostHogSpanProcessor(SpanProcessor):
         """Forget requests (and their children) that started too long ago and never ended."""
         self._last_sweep = time.monotonic()
         self._children.prune()
+        self._nested.prune()
         LIVE.prune()
         if self.exporter is not None:
             self.exporter.held.prune()
+            self.exporter.nested.prune()
 
     def on_end(self, span: ReadableSpan) -> None:
         if not self.enabled:
@@ -127,6 +140,8 @@ class PostHogSpanProcessor(SpanProcessor):
             if kind is _SERVER:
                 state = LIVE.pop(span_id)
                 if state is None:
+                    if len(self._nested) and self._nested.pop(span_id) is not None:
+                        return  # nested in another request: that one makes the event
                     parent = span.parent
                     if parent is not None and parent.is_valid and not parent.is_remote:
                         return  # a nested server span: the local root makes the event

@@ -21,6 +21,7 @@ from opentelemetry.context import Context
 from .spanview import CustomEvent, RequestFacts
 
 STATE_KEY = otel_context.create_key("otel-posthog-request")
+SCOPE_STATE_KEY = "otel_posthog.request"  # the request's state in its ASGI scope
 
 
 class RequestState:
@@ -43,6 +44,10 @@ class RequestState:
     jwt_distinct_id: str | None = None
     jwt_pending = False
     request_id: str | None = None  # set only when it is not the trace id
+    response_request_id: str | None = None  # the app's X-Request-ID beside a traceparent
+    scope: Any = None  # the ASGI scope (route templates of mounted apps, off the request path)
+    app: Any = None  # the ASGI app that received the request, before routing
+    route: str | None = None  # the full route template, when the span's falls short
     trace_id_hint: int | None = None  # trace id to use for a new trace (UUID request id)
     span: Any = None
     span_id = 0
@@ -88,10 +93,12 @@ class RequestState:
             self.session_id,
             self.window_id,
             request_id,
-            self.x_request_id if request_id is None else None,
+            self.x_request_id,  # the mapping keeps it only when it is not the request id
             self.client_ip,
             captures,
             self.rollup,
+            self.route,
+            self.response_request_id,
         )
 
 
