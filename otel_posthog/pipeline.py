@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from . import lifecycle
+from . import asgi_routes, lifecycle
 from .jwt_identity import JwtVerifier
 from .mapping import Event, map_custom_events, map_span
 from .request_state import RequestState
@@ -86,19 +87,20 @@ class Pipeline:
         if state.jwt_pending and state.token:
             result = self.verifier.resolve(state.token, allow_fetch=True)
             state.jwt_distinct_id, state.jwt_pending = result.distinct_id, False
-        if state.scope is not None:
-            state.route = _framework_route(span, state)
-            state.scope = state.app = None  # nothing else needs them: let the scope go
         facts = state.facts()
         if state.token is not None:
             state.token = None  # the raw token is not needed any more
+        view = view_from_sdk_span(span, facts)
+        if state.scope is not None:
+            state.route = facts.route = _framework_route(view.attributes, state)
+            state.scope = state.app = None  # nothing else needs them: let the scope go
         if kind == "late":
             facts.custom_events = (work[3],)
-            events = map_custom_events(view_from_sdk_span(span, facts), self.settings)
+            events = map_custom_events(view, self.settings)
         else:
             if facts.custom_events:  # only those captured before the span ended
                 facts.custom_events = facts.custom_events[: work[3]]
-            events = map_span(view_from_sdk_span(span, facts), self.settings)
+            events = map_span(view, self.settings)
         if self.settings.before_send is None:
             return events
         return apply_before_send(events, self.settings)
@@ -128,18 +130,14 @@ class Pipeline:
         _PIPELINES.discard(self)
 
 
-def _framework_route(span: ReadableSpan, state: RequestState) -> str | None:
+def _framework_route(attrs: Mapping[str, Any], state: RequestState) -> str | None:
     """The full route template from the app's routing, when the span's is missing or only
     a mount prefix (see :mod:`otel_posthog.asgi_routes`); None keeps ``http.route``."""
-    scope, app = state.scope, state.app
     try:
-        attrs = span.attributes or {}
         reported = attrs.get("http.route")
         status = attrs.get("http.response.status_code", attrs.get("http.status_code"))
-        from . import asgi_routes
-
-        if asgi_routes.needs_walk(app, reported, status):
-            return asgi_routes.full_route(app, scope)
+        if asgi_routes.needs_walk(state.app, reported, status):
+            return asgi_routes.full_route(state.app, state.scope)
     except Exception as exc:
         STATS.error("pipeline.route", exc)
     return None

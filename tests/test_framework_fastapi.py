@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 
+import requests
 from websockets.sync.client import connect
 
 from .framework_support import (
@@ -98,3 +99,48 @@ def test_fastapi_mounts_routers_and_an_app_set_request_id(sink):
     ]
     message = one(events, "ws_message")
     assert message.properties["room"] == "lobby" and message.properties["endpoint"] == "/ws/{room}"
+
+
+def test_mounted_fastapi_app_under_the_launcher_pipeline_is_one_request(sink):
+    """The configurator's setup (processor + linked ``posthog`` exporter), in process: the
+    mounted app's own server span (FastAPI's built-in telemetry) makes no second event."""
+    from fastapi import FastAPI
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from otel_posthog.api import install_propagators
+    from otel_posthog.exporter import PostHogSpanExporter
+    from otel_posthog.processor import PostHogSpanProcessor
+    from otel_posthog.sink.server import ThreadedServer
+
+    provider = TracerProvider()
+    processor = PostHogSpanProcessor(api_key=sink.api_key, host=sink.url, flush_interval_ms=50)
+    exporter = PostHogSpanExporter(processor=processor)
+    provider.add_span_processor(processor)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    install_propagators()
+    parent = FastAPI()
+    sub = FastAPI(telemetry={"tracer_provider": provider})
+
+    @sub.get("/sub/{item}")
+    def item(item: str) -> dict[str, str]:
+        return {"item": item}
+
+    parent.mount("/subapi", sub)
+    FastAPIInstrumentor.instrument_app(parent, tracer_provider=provider)
+    server = ThreadedServer(parent).start()
+    try:
+        response = requests.get(server.url + "/subapi/sub/x", timeout=10)
+        marker = requests.get(server.url + "/after", timeout=10)  # a 404, sent after
+        events = sink.wait_for(
+            lambda evs: any(e.properties.get("path") == "/after" for e in evs), timeout_s=20
+        )
+    finally:
+        server.stop()
+        provider.shutdown()
+    assert response.status_code == 200 and marker.status_code == 404
+    requests_made = [e for e in events if e.event == "api_request"]
+    assert [e.properties["path"] for e in requests_made] == ["/subapi/sub/x", "/after"]
+    assert requests_made[0].properties["endpoint"] == "/subapi/sub/{item}"
+    assert requests_made[0].properties["request_id"] == request_ids(response)[0]

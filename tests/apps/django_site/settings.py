@@ -9,3 +9,4 @@ MIDDLEWARE = ["tests.apps.django_site.urls.own_request_id"]
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
 LOGGING_CONFIG = None
+WSGI_APPLICATION = "tests.apps.django_site.wsgi_configured.application"  # runserver's
