@@ -42,7 +42,7 @@ def test_fastapi_mounts_routers_and_an_app_set_request_id(sink):
         replaced = get(app, "/plain/2", headers={"X-Request-ID": "not-a-uuid"})
         trace_id, tp = traceparent()
         traced = get(app, "/plain/3", headers={"traceparent": tp})
-        with connect(app.url.replace("http", "ws") + "/ws/lobby") as ws:
+        with connect(app.url.replace("http", "ws") + "/ws/lobby", additional_headers=auth) as ws:
             ws.send("hello")
             assert ws.recv() == "hello"
             ws.send("bye")
@@ -99,6 +99,7 @@ def test_fastapi_mounts_routers_and_an_app_set_request_id(sink):
     ]
     message = one(events, "ws_message")
     assert message.properties["room"] == "lobby" and message.properties["endpoint"] == "/ws/{room}"
+    assert message.distinct_id == "user_fastapi"  # the JWT sent with the handshake
 
 
 def test_mounted_fastapi_app_under_the_launcher_pipeline_is_one_request(sink):
