@@ -171,12 +171,14 @@ class PostHogPropagator(TextMapPropagator):
         if context is None:
             context = Context()
         try:
-            outer = otel_context.get_value(STATE_KEY)
-            if isinstance(outer, RequestState) and outer.span is not None and not outer.finished:
-                # extracted again inside a request in flight (a mounted app's own server
-                # span, e.g. FastAPI's built-in telemetry): the same request, the same state
-                return otel_context.set_value(STATE_KEY, outer, context)
             asgi = _is_asgi_getter(getter)
+            if not asgi:  # the ASGI instrumentation extracts only outside any request
+                outer = otel_context.get_value(STATE_KEY)
+                if isinstance(outer, RequestState) and outer.span is not None:
+                    if not outer.finished:
+                        # extracted again inside a request in flight (a mounted app's own
+                        # server span, e.g. FastAPI's built-in telemetry): the same request
+                        return otel_context.set_value(STATE_KEY, outer, context)
             headers = _read_headers(carrier, getter, asgi)
             state = RequestState()
             if asgi and isinstance(carrier, dict):
