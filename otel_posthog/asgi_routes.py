@@ -49,6 +49,9 @@ def _app_shape(app: Any) -> tuple[frozenset[str], bool]:
     found = _APPS.get(id(app))
     if found is not None and found[0] is app:
         return found[1], found[2]
+    if not hasattr(app, "routes"):
+        _APPS[id(app)] = (app, frozenset(), False)
+        return frozenset(), False
     mounts: set[str] = set()
     has_host = False
     for route in _routes(getattr(app, "routes", ())):
@@ -66,12 +69,26 @@ def _app_shape(app: Any) -> tuple[frozenset[str], bool]:
 def needs_walk(app: Any, reported: Any, status: Any) -> bool:
     """Only when the instrumentation's route is missing (and the app answered something
     other than 404) or is a mount prefix, or the app routes by host."""
-    if Mount is None or app is None or not hasattr(app, "routes"):
+    if Mount is None or app is None:
         return False
-    mounts, has_host = _app_shape(app)
+    found = _APPS.get(id(app))
+    mounts, has_host = found[1:] if found is not None and found[0] is app else _app_shape(app)
     if not reported:
-        return status != 404
+        return status != 404 and hasattr(app, "routes")
     return has_host or reported in mounts
+
+
+def route_for(app: Any, scope: Mapping[str, Any], attrs: Mapping[str, Any]) -> str | None:
+    """The full template for a finished request span's attributes, or None to keep
+    ``http.route`` (the export worker calls this for every ASGI request: cheap when the
+    reported route is already the full one)."""
+    reported = attrs.get("http.route")
+    status = (
+        None if reported else attrs.get("http.response.status_code", attrs.get("http.status_code"))
+    )
+    if not needs_walk(app, reported, status):
+        return None
+    return full_route(app, scope)
 
 
 def _probe_scope(scope: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -92,8 +91,12 @@ class Pipeline:
             state.token = None  # the raw token is not needed any more
         view = view_from_sdk_span(span, facts)
         if state.scope is not None:
-            state.route = facts.route = _framework_route(view.attributes, state)
+            scope, app = state.scope, state.app
             state.scope = state.app = None  # nothing else needs them: let the scope go
+            try:
+                state.route = facts.route = asgi_routes.route_for(app, scope, view.attributes)
+            except Exception as exc:
+                STATS.error("pipeline.route", exc)
         if kind == "late":
             facts.custom_events = (work[3],)
             events = map_custom_events(view, self.settings)
@@ -128,19 +131,6 @@ class Pipeline:
         if self.sender is not None:
             self.sender.shutdown(self.settings.shutdown_timeout_ms / 1000)
         _PIPELINES.discard(self)
-
-
-def _framework_route(attrs: Mapping[str, Any], state: RequestState) -> str | None:
-    """The full route template from the app's routing, when the span's is missing or only
-    a mount prefix (see :mod:`otel_posthog.asgi_routes`); None keeps ``http.route``."""
-    try:
-        reported = attrs.get("http.route")
-        status = attrs.get("http.response.status_code", attrs.get("http.status_code"))
-        if asgi_routes.needs_walk(state.app, reported, status):
-            return asgi_routes.full_route(state.app, state.scope)
-    except Exception as exc:
-        STATS.error("pipeline.route", exc)
-    return None
 
 
 def apply_before_send(events: list[Event], settings: Settings) -> list[Event]:

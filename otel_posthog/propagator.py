@@ -182,11 +182,13 @@ class PostHogPropagator(TextMapPropagator):
             headers = _read_headers(carrier, getter, asgi)
             state = RequestState()
             if asgi and isinstance(carrier, dict):
-                # the scope before routing: the full route template of a mounted app is
-                # found from it off the request path (otel_posthog.asgi_routes)
+                # the scope and its app before routing: the full route template of a mounted
+                # app is found from them off the request path (otel_posthog.asgi_routes)
                 state.scope = carrier
                 state.app = carrier.get("app")
-                carrier[SCOPE_STATE_KEY] = state
+                holder = carrier.get(SCOPE_STATE_KEY)  # otel_posthog.starlette_layer's
+                if holder is not None:
+                    holder.append(state)
             if headers:  # only what was sent: RequestState's defaults cover the rest
                 get = headers.get
                 if "authorization" in headers:

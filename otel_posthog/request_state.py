@@ -21,7 +21,8 @@ from opentelemetry.context import Context
 from .spanview import CustomEvent, RequestFacts
 
 STATE_KEY = otel_context.create_key("otel-posthog-request")
-SCOPE_STATE_KEY = "otel_posthog.request"  # the request's state in its ASGI scope
+# a list in the ASGI scope that receives the request's state (otel_posthog.starlette_layer)
+SCOPE_STATE_KEY = "otel_posthog.request"
 
 
 class RequestState:

@@ -97,10 +97,13 @@ class ResponseIdLayer:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
+        holder = scope.get(SCOPE_STATE_KEY)
+        if holder is None:  # the request's state arrives here when the bridge extracts it
+            holder = scope[SCOPE_STATE_KEY] = []
 
         async def send_checked(message: Any) -> None:
-            if message.get("type") == "http.response.start":
-                state = scope.get(SCOPE_STATE_KEY)
+            if message.get("type") == "http.response.start" and holder:
+                state = holder[0]
                 if isinstance(state, RequestState):
                     try:
                         _fix_headers(message, state)
