@@ -6,8 +6,9 @@ prefix, and nothing at all for some routes FastAPI matches (``APIRouter.route()`
 ``include_router``, a ``Mount``/``Host`` included through a router). When that happens
 the export worker (never the request path) walks the app's routes with the public
 routing API (``BaseRoute.matches``, ``Mount.path``/``.routes``, ``Host.routes``,
-FastAPI's ``iter_route_contexts``) from the request's scope as it was before routing,
-and joins every level's template: ``/subapi`` + ``/sub/{item}`` -> ``/subapi/sub/{item}``.
+FastAPI's ``iter_route_contexts``) from the request as routing first saw it (the app and
+root path kept when the request arrived, the rest from the span's attributes), and joins
+every level's template: ``/subapi`` + ``/sub/{item}`` -> ``/subapi/sub/{item}``.
 A genuine 404 stays unmatched and costs no walk.
 """
 
@@ -78,28 +79,37 @@ def needs_walk(app: Any, reported: Any, status: Any) -> bool:
     return has_host or reported in mounts
 
 
-def route_for(app: Any, scope: Mapping[str, Any], attrs: Mapping[str, Any]) -> str | None:
-    """The full template for a finished request span's attributes, or None to keep
-    ``http.route`` (the export worker calls this for every ASGI request: cheap when the
-    reported route is already the full one)."""
+def route_for(app: Any, root_path: str, attrs: Mapping[str, Any]) -> str | None:
+    """The full template of a finished request span, or None to keep ``http.route`` (the
+    export worker calls this for every ASGI request: cheap when the reported route is
+    already the full one)."""
     reported = attrs.get("http.route")
-    status = (
-        None if reported else attrs.get("http.response.status_code", attrs.get("http.status_code"))
-    )
+    status = None
+    if not reported:
+        status = attrs.get("http.response.status_code", attrs.get("http.status_code"))
     if not needs_walk(app, reported, status):
         return None
-    return full_route(app, scope)
+    return full_route(app, probe_scope(attrs, root_path))
 
 
-def _probe_scope(scope: Mapping[str, Any]) -> dict[str, Any]:
-    """The scope as routing first saw it: ``Mount`` changes ``root_path`` in place but
-    keeps the first one in ``app_root_path``."""
+def probe_scope(attrs: Mapping[str, Any], root_path: str = "") -> dict[str, Any]:
+    """The request's scope as routing first saw it, from the span's attributes (both HTTP
+    semconv generations) and the root path the request arrived with."""
+    method = attrs.get("http.request.method") or attrs.get("http.method") or "GET"
+    path = attrs.get("url.path") or str(attrs.get("http.target") or "/").split("?", 1)[0]
+    host = attrs.get("http.server_name")  # the Host header (old semconv)
+    if not host:  # the URL is built from the Host header
+        url = attrs.get("url.full") or attrs.get("http.url")
+        if url:
+            host = str(url).split("://", 1)[-1].split("/", 1)[0]
+    if not host:
+        host = attrs.get("http.host") or attrs.get("server.address") or ""
     return {
-        "type": scope.get("type", "http"),
-        "path": scope.get("path", "/"),
-        "root_path": scope.get("app_root_path", scope.get("root_path", "")),
-        "method": scope.get("method", "GET"),
-        "headers": scope.get("headers") or [],
+        "type": "http",
+        "path": path,
+        "root_path": root_path,
+        "method": str(method).upper(),
+        "headers": [(b"host", str(host).encode())] if host else [],
         "path_params": {},
     }
 
@@ -135,11 +145,12 @@ def _descend(route: Any, scope: dict[str, Any], child: Any, prefix: str, depth: 
     return prefix + path if isinstance(path, str) else None
 
 
-def full_route(app: Any, scope: Mapping[str, Any]) -> str | None:
-    """The request's route template through every mount, or None (no route matched)."""
+def full_route(app: Any, scope: dict[str, Any]) -> str | None:
+    """The request's route template through every mount, or None (no route matched);
+    ``scope`` as :func:`probe_scope` makes it."""
     if Mount is None or app is None:
         return None
     try:
-        return _walk(getattr(app, "routes", ()), _probe_scope(scope), "", 0)
+        return _walk(getattr(app, "routes", ()), scope, "", 0)
     except Exception:
         return None

@@ -90,11 +90,11 @@ class Pipeline:
         if state.token is not None:
             state.token = None  # the raw token is not needed any more
         view = view_from_sdk_span(span, facts)
-        if state.scope is not None:
-            scope, app = state.scope, state.app
-            state.scope = state.app = None  # nothing else needs them: let the scope go
+        if state.app is not None:
+            app, state.app = state.app, None
             try:
-                state.route = facts.route = asgi_routes.route_for(app, scope, view.attributes)
+                route = asgi_routes.route_for(app, state.root_path, view.attributes)
+                state.route = facts.route = route
             except Exception as exc:
                 STATS.error("pipeline.route", exc)
         if kind == "late":

@@ -182,10 +182,13 @@ class PostHogPropagator(TextMapPropagator):
             headers = _read_headers(carrier, getter, asgi)
             state = RequestState()
             if asgi and isinstance(carrier, dict):
-                # the scope and its app before routing: the full route template of a mounted
-                # app is found from them off the request path (otel_posthog.asgi_routes)
-                state.scope = carrier
+                # the app and root path before routing (a sub-app and Mount change both in
+                # place): the full route template of a mounted app is found from them and the
+                # span's attributes, off the request path (otel_posthog.asgi_routes)
                 state.app = carrier.get("app")
+                root_path = carrier.get("root_path")
+                if root_path:
+                    state.root_path = root_path
                 holder = carrier.get(SCOPE_STATE_KEY)  # otel_posthog.starlette_layer's
                 if holder is not None:
                     holder.append(state)

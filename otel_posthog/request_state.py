@@ -46,8 +46,8 @@ class RequestState:
     jwt_pending = False
     request_id: str | None = None  # set only when it is not the trace id
     response_request_id: str | None = None  # the app's X-Request-ID beside a traceparent
-    scope: Any = None  # the ASGI scope (route templates of mounted apps, off the request path)
-    app: Any = None  # the ASGI app that received the request, before routing
+    app: Any = None  # the ASGI app that received the request (route templates of mounted apps)
+    root_path = ""  # its ASGI root_path, before routing
     route: str | None = None  # the full route template, when the span's falls short
     trace_id_hint: int | None = None  # trace id to use for a new trace (UUID request id)
     span: Any = None

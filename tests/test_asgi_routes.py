@@ -38,7 +38,9 @@ def _apps():
 
 
 def scope(path: str, method: str = "GET", host: str = "127.0.0.1") -> dict:
-    return {"type": "http", "path": path, "method": method, "headers": [(b"host", host.encode())]}
+    """As the export worker builds it from a request span's attributes (old semconv here)."""
+    attrs = {"http.method": method, "http.target": path + "?q=1", "http.server_name": host}
+    return asgi_routes.probe_scope(attrs)
 
 
 CASES = [
@@ -63,6 +65,13 @@ def test_full_route(monkeypatch, flatten, app, path, method, host, template):
             pytest.skip("FastAPI >= 0.137 nests included routers: only its helper flattens them")
     found = asgi_routes.full_route(_apps()[app], scope(path, method, host))
     assert found == template
+
+
+def test_probe_scope_from_new_semconv_attributes():
+    attrs = {"http.request.method": "get", "url.path": "/a", "url.full": "http://h.test:81/a?b"}
+    probe = asgi_routes.probe_scope(attrs, "/root")
+    assert probe["path"] == "/a" and probe["method"] == "GET" and probe["root_path"] == "/root"
+    assert probe["headers"] == [(b"host", b"h.test:81")]
 
 
 def test_walk_only_when_the_reported_route_falls_short():
