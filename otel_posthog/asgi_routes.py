@@ -84,6 +84,10 @@ def route_for(app: Any, root_path: str, attrs: Mapping[str, Any]) -> str | None:
     export worker calls this for every ASGI request: cheap when the reported route is
     already the full one)."""
     reported = attrs.get("http.route")
+    if reported:  # the common case first: a known app whose route is already the full one
+        found = _APPS.get(id(app))
+        if found is not None and found[0] is app and not found[2] and reported not in found[1]:
+            return None
     status = None
     if not reported:
         status = attrs.get("http.response.status_code", attrs.get("http.status_code"))

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
@@ -273,11 +274,9 @@ def _app_request_id(carrier: object) -> str | None:
     response (``get_header``). Other carriers: None (never calls unknown methods).
     """
     if isinstance(carrier, dict):
-        headers = carrier.get("headers")
-        if headers:
-            for key, value in headers:
-                if len(key) == 12 and key.lower() == b"x-request-id":
-                    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        for key, value in carrier.get("headers") or ():
+            if key[:1] in b"xX" and key.lower() == b"x-request-id":
+                return value.decode("latin-1") if isinstance(value, bytes) else str(value)
         return None
     if isinstance(carrier, list):
         for item in carrier:
@@ -332,7 +331,15 @@ class PostHogResponsePropagator(_ResponseBase):
                 return
             trace_hex = f"{span_ctx.trace_id:032x}"
             state = LIVE.get(span_ctx.span_id)
-            app_rid = _app_request_id(carrier)
+            app_rid = None
+            if type(carrier) is dict:  # an ASGI message: the scan inline (every response)
+                message: dict[str, Any] = carrier  # type: ignore[assignment]
+                for key, value in message.get("headers") or ():
+                    if key[:1] in b"xX" and key.lower() == b"x-request-id":
+                        app_rid = value.decode("latin-1") if type(value) is bytes else str(value)
+                        break
+            else:
+                app_rid = _app_request_id(carrier)
             if state is not None:
                 if app_rid is not None:
                     adopt_app_request_id(state, app_rid)
