@@ -55,6 +55,7 @@ class PostHogSpanExporter(SpanExporter):
         # request states handed over by the processor, by span id; bounded and pruned
         # (a span the batch processor dropped never comes to claim its state)
         self.held = LiveRequests(max_entries=50_000, max_age_s=600.0)
+        self.nested = LiveRequests(max_entries=10_000, max_age_s=600.0)  # make no events
         self._lock = threading.Lock()
         self._shutdown = False
         if processor is not None:
@@ -84,6 +85,10 @@ class PostHogSpanExporter(SpanExporter):
         """Called by the linked processor in ``on_start``, so ``export`` always finds it."""
         self.held.put(span_id, state)
 
+    def skip(self, span_id: int, state: RequestState) -> None:
+        """A server span nested in a request in flight: it makes no event of its own."""
+        self.nested.put(span_id, state)
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
             return SpanExportResult.FAILURE
@@ -100,6 +105,8 @@ class PostHogSpanExporter(SpanExporter):
                     continue  # a nested server span: only the local root makes events
                 state = self.held.pop(span.context.span_id)
                 if state is None:
+                    if len(self.nested) and self.nested.pop(span.context.span_id) is not None:
+                        continue
                     self._warn_unlinked()
                 pipeline.submit(span, state)
             except Exception as exc:

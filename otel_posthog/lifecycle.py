@@ -32,6 +32,9 @@ def install() -> None:
         return
     _installed = True
     atexit.register(_flush)
+    from . import starlette_layer
+
+    starlette_layer.install()
     try:
         from starlette.routing import Router
     except ImportError:

@@ -17,7 +17,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from . import lifecycle
+from . import asgi_routes, lifecycle
 from .jwt_identity import JwtVerifier
 from .mapping import Event, map_custom_events, map_span
 from .request_state import RequestState
@@ -118,19 +118,26 @@ class Pipeline:
         facts = state.facts()
         if state.token is not None:
             state.token = None  # the raw token is not needed any more
+        if kind == "genai":  # ended after its request: state.span is the finished request
+            request = view_from_sdk_span(state.span, facts)
+            return self._finish(self._genai_events(span, work[3], request))
+        view = view_from_sdk_span(span, facts)
+        if state.app is not None:
+            app, state.app = state.app, None
+            try:
+                route = asgi_routes.route_for(app, state.root_path, view.attributes)
+                state.route = facts.route = route
+            except Exception as exc:
+                STATS.error("pipeline.route", exc)
         if kind == "late":
             facts.custom_events = (work[3],)
-            events = map_custom_events(view_from_sdk_span(span, facts), self.settings)
-        elif kind == "genai":  # ended after its request: state.span is the finished request
-            request = view_from_sdk_span(state.span, facts)
-            events = self._genai_events(span, work[3], request)
+            events = map_custom_events(view, self.settings)
         else:
             if facts.custom_events:  # only those captured before the span ended
                 facts.custom_events = facts.custom_events[: work[3]]
-            request = view_from_sdk_span(span, facts)
-            events = map_span(request, self.settings)
+            events = map_span(view, self.settings)
             for genai_span, genai in state.genai:  # no more are added once it finished
-                events.extend(self._genai_events(genai_span, genai, request))
+                events.extend(self._genai_events(genai_span, genai, view))
         return self._finish(events)
 
     def _genai_events(

@@ -68,6 +68,8 @@ class PostHogSpanProcessor(SpanProcessor):
         # running GenAI spans -> their request, parent and HTTP children ($ai_* events)
         self._genai = GenAISpans(max_entries=100_000, max_age_s=REQUEST_MAX_AGE_S)
         self._ai = self.settings.ai_events
+        # server spans nested in a request in flight (they make no event of their own)
+        self._nested = LiveRequests(max_entries=10_000, max_age_s=REQUEST_MAX_AGE_S)
         self._last_sweep = time.monotonic()
         self.exporter: PostHogSpanExporter | None = None
         self.enabled = self.settings.enabled
@@ -142,7 +144,16 @@ class PostHogSpanProcessor(SpanProcessor):
             self.pipeline.submit_genai(span, state, genai)
 
     def _bind_request(self, span: Span, state: RequestState | None) -> None:
-        if state is None or state.span is not None:
+        if state is not None and state.span is not None:
+            if not state.finished:
+                # a server span inside a request in flight (a mounted app's own, which
+                # starts a new trace): part of that request, which makes the one event
+                self._nested.put(span.context.span_id, state)
+                if self.exporter is not None:
+                    self.exporter.skip(span.context.span_id, state)
+                return
+            state = None
+        if state is None:
             state = RequestState()  # no PostHogPropagator configured: attributes only
         span_ctx = span.context
         state.span = span
@@ -168,9 +179,11 @@ class PostHogSpanProcessor(SpanProcessor):
         self._last_sweep = time.monotonic()
         self._children.prune()
         self._genai.prune()
+        self._nested.prune()
         LIVE.prune()
         if self.exporter is not None:
             self.exporter.held.prune()
+            self.exporter.nested.prune()
 
     def on_end(self, span: ReadableSpan) -> None:
         if not self.enabled:
@@ -181,6 +194,8 @@ class PostHogSpanProcessor(SpanProcessor):
             if kind is _SERVER:
                 state = LIVE.pop(span_id)
                 if state is None:
+                    if len(self._nested) and self._nested.pop(span_id) is not None:
+                        return  # nested in another request: that one makes the event
                     parent = span.parent
                     if parent is not None and parent.is_valid and not parent.is_remote:
                         return  # a nested server span: the local root makes the event
