@@ -92,6 +92,8 @@ class PostHogSpanExporter(SpanExporter):
                     continue  # a nested server span: only the local root makes events
                 state = pipeline.claim(span.context.span_id)
                 if state is None:
+                    if pipeline.skipped(span.context.span_id):
+                        continue  # nested in another request: that one makes the event
                     self._warn_unlinked()
                 pipeline.submit(span, state)
             except Exception as exc:

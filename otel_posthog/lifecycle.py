@@ -28,4 +28,7 @@ def install(flush: Callable[[], None]) -> None:
         return
     _installed = True
     atexit.register(flush)
+    from . import starlette_layer
+
+    starlette_layer.install()
     compat.hook_starlette_lifespan(flush)

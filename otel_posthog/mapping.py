@@ -22,6 +22,7 @@ from typing import Any
 
 from ._version import __version__
 from .headers import valid_uuid
+from .routes import endpoint_template, match_key
 from .scrub import scrubber
 from .settings import Settings
 from .spanview import SERVER, CustomEvent, ExceptionInfo, SpanView
@@ -61,6 +62,7 @@ _CORRELATION_KEYS = (
     "$session_id",
     "$window_id",
     "client_request_id",
+    "response_request_id",
     "$process_person_profile",
     "$ip",
     "$geoip_disable",
@@ -272,12 +274,14 @@ _MAX_ROUTES = 1024
 
 def _route_properties(
     settings: Settings, resource: Mapping[str, Any], route: Any, method: str
-) -> tuple[dict[str, Any], float]:
+) -> tuple[dict[str, Any], float, bool]:
     """endpoint, method, environment, service, source, $lib, $lib_version (a dict the
-    caller copies) and the endpoint's slow threshold: built once per route and service."""
+    caller copies), the endpoint's slow threshold and whether it is excluded: built once
+    per route and service. The endpoint is the route in the one template form of
+    :mod:`otel_posthog.routes`; thresholds and exclusions compare its match key."""
     service = resource.get("service.name")
     env = settings.environment or _first(resource, _ENVIRONMENT)
-    cache: dict[tuple[Any, ...], tuple[dict[str, Any], float]] | None
+    cache: dict[tuple[Any, ...], tuple[dict[str, Any], float, bool]] | None
     cache = settings.__dict__.get(_ROUTES_KEY)
     if cache is None:
         cache = {}
@@ -291,7 +295,7 @@ def _route_properties(
     key = (route, method, service, env)
     found = cache.get(key) if cacheable else None
     if found is None:
-        endpoint = _cap(str(route)) if route else UNMATCHED
+        endpoint = _cap(endpoint_template(str(route))) if route else UNMATCHED
         props = {
             "endpoint": endpoint,
             "method": _cap(method),
@@ -301,7 +305,12 @@ def _route_properties(
             "$lib": "otel-posthog",
             "$lib_version": __version__,
         }
-        found = (props, settings.threshold_for(endpoint))
+        route_key = match_key(endpoint) if route else UNMATCHED
+        found = (
+            props,
+            settings.slow_request_thresholds.get(route_key, settings.slow_request_threshold_ms),
+            bool(route) and route_key in settings.excluded_routes,
+        )
         if cacheable:
             if len(cache) >= _MAX_ROUTES:
                 cache.clear()
@@ -357,6 +366,8 @@ def _correlate(view: SpanView, settings: Settings, props: dict[str, Any]) -> str
             props["$window_id"] = facts.window_id
         if facts.client_request_id and facts.client_request_id != rid:
             props["client_request_id"] = facts.client_request_id
+        if facts.response_request_id and facts.response_request_id != rid:
+            props["response_request_id"] = facts.response_request_id
     if not identified:
         props["$process_person_profile"] = False
     if settings.capture_ip:
@@ -370,11 +381,19 @@ def _correlate(view: SpanView, settings: Settings, props: dict[str, Any]) -> str
     return str(person)
 
 
+def _route(view: SpanView) -> Any:
+    """The request's route template: the bridge's resolved one, else ``http.route``."""
+    facts = view.facts
+    if facts is not None and facts.route:
+        return facts.route
+    return view.attributes.get("http.route")
+
+
 def _base(view: SpanView, settings: Settings) -> tuple[dict[str, Any], str]:
     """Properties every event of one request shares, and its distinct_id."""
     attrs = view.attributes
     method = request_method(attrs) or ""
-    props = dict(_route_properties(settings, view.resource, attrs.get("http.route"), method)[0])
+    props = dict(_route_properties(settings, view.resource, _route(view), method)[0])
     props["path"] = _cap(request_path(attrs))
     return props, _correlate(view, settings, props)
 
@@ -392,21 +411,24 @@ def map_span(view: SpanView, settings: Settings) -> list[Event]:
     attrs = view.attributes
     method = attrs.get("http.request.method") or attrs.get("http.method")
     if not method:
-        return []
+        # not an HTTP request (a WebSocket connection): no request events, but the
+        # capture() events made during it are sent
+        facts = view.facts
+        return map_custom_events(view, settings) if facts and facts.custom_events else []
     method = method.upper() if type(method) is str else str(method).upper()
     if method == "OPTIONS":
         return []
     resource = view.resource
     if settings.services and resource.get("service.name") not in settings.services:
         return []
-    route = attrs.get("http.route")
+    facts = view.facts
+    route = facts.route if facts is not None and facts.route else attrs.get("http.route")
     path = attrs.get("url.path")
     if not path or type(path) is not str or "?" in path or "#" in path:
         path = request_path(attrs)
-    excluded = settings.excluded_routes
-    if excluded and ((route and route in excluded) or path in excluded):
+    shared, threshold, route_excluded = _route_properties(settings, resource, route, method)
+    if route_excluded or path in settings.excluded_routes:
         return []
-    shared, threshold = _route_properties(settings, resource, route, method)
     props = dict(shared)
     props["path"] = _cap(path)
     person = _correlate(view, settings, props)
@@ -418,9 +440,10 @@ def map_span(view: SpanView, settings: Settings) -> list[Event]:
     end_ns = view.end_ns
     duration_ms = round(max(end_ns - view.start_ns, 0) / 1e6, 3)
     exc = view.exceptions[-1] if view.exceptions else None
+    if status is None and exc is not None:
+        status = 500  # an exception escaped the instrumented layer: the server answers 500
     error = exc is not None or (status is not None and status >= 500)
     slow = duration_ms > threshold
-    facts = view.facts
     customs = facts.custom_events if facts is not None else ()
     base = dict(props) if error or customs else props  # without status and duration
     props["status_code"] = status

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from . import lifecycle
+from . import asgi_routes, lifecycle
 from .before_send import apply_before_send
 from .jwt_identity import JwtVerifier
 from .mapping import Event, map_custom_events, map_span
@@ -84,6 +84,8 @@ class Pipeline:
         # request states the exporter claims when the SDK exports their span, by span id;
         # bounded and pruned (a span a batch processor dropped never claims its state)
         self.held = LiveRequests(max_entries=50_000, max_age_s=600.0)
+        # server spans nested in a request in flight: the exporter drops them (no events)
+        self.nested = LiveRequests(max_entries=10_000, max_age_s=600.0)
         if not settings.enabled:
             return
         spool = None
@@ -109,6 +111,14 @@ class Pipeline:
     def claim(self, span_id: int) -> RequestState | None:
         """The state held for an exported span (None: attributes only)."""
         return self.held.pop(span_id)
+
+    def skip(self, span_id: int, state: RequestState) -> None:
+        """A server span nested in a request in flight: it makes no event of its own."""
+        self.nested.put(span_id, state)
+
+    def skipped(self, span_id: int) -> bool:
+        """The exported span was nested in another request (forgotten once asked)."""
+        return bool(len(self.nested)) and self.nested.pop(span_id) is not None
 
     def submit(self, span: ReadableSpan, state: RequestState | None) -> None:
         """Queue a finished local-root SERVER span; ``state`` None means attributes only."""
@@ -156,20 +166,27 @@ class Pipeline:
         facts = state.facts()
         if state.token is not None:
             state.token = None  # the raw token is not needed any more
+        if type(work) is GenAIWork:  # ended after its request: state.span is the request
+            request = view_from_sdk_span(state.span, facts)
+            return self._finish(self._genai_events(work.span, work.genai, request))
+        view = view_from_sdk_span(work.span, facts)
+        if state.app is not None:
+            app, state.app = state.app, None
+            try:
+                route = asgi_routes.route_for(app, state.root_path, view.attributes)
+                state.route = facts.route = route
+            except Exception as exc:
+                STATS.error("pipeline.route", exc)
         if type(work) is LateCapture:
             facts.custom_events = (work.custom,)
-            events = map_custom_events(view_from_sdk_span(work.span, facts), self.settings)
-        elif type(work) is GenAIWork:  # ended after its request: state.span is the request
-            request = view_from_sdk_span(state.span, facts)
-            events = self._genai_events(work.span, work.genai, request)
+            events = map_custom_events(view, self.settings)
         else:
             assert type(work) is SpanWork
             if facts.custom_events:  # only those captured before the span ended
                 facts.custom_events = facts.custom_events[: work.captured]
-            request = view_from_sdk_span(work.span, facts)
-            events = map_span(request, self.settings)
+            events = map_span(view, self.settings)
             for genai_span, genai in state.genai:  # no more are added once it finished
-                events.extend(self._genai_events(genai_span, genai, request))
+                events.extend(self._genai_events(genai_span, genai, view))
         return self._finish(events)
 
     def _genai_events(

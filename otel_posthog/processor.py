@@ -69,6 +69,8 @@ class PostHogSpanProcessor(SpanProcessor):
         # running GenAI spans -> their request, parent and HTTP children ($ai_* events)
         self._genai = GenAISpans(max_entries=100_000, max_age_s=REQUEST_MAX_AGE_S)
         self._ai = self.settings.ai_events
+        # server spans nested in a request in flight (they make no event of their own)
+        self._nested = LiveRequests(max_entries=10_000, max_age_s=REQUEST_MAX_AGE_S)
         self._last_sweep = time.monotonic()
         self.enabled = self.settings.enabled
         if not self.enabled:
@@ -138,7 +140,16 @@ class PostHogSpanProcessor(SpanProcessor):
             self.pipeline.submit_genai(span, state, genai)
 
     def _bind_request(self, span: Span, state: RequestState | None) -> None:
-        if state is None or state.span is not None:
+        if state is not None and state.span is not None:
+            if not state.finished:
+                # a server span inside a request in flight (a mounted app's own, which
+                # starts a new trace): part of that request, which makes the one event
+                self._nested.put(span.context.span_id, state)
+                if self.pipeline.exporter_submits:
+                    self.pipeline.skip(span.context.span_id, state)
+                return
+            state = None
+        if state is None:
             state = RequestState()  # no PostHogPropagator configured: attributes only
         span_ctx = span.context
         state.span = span
@@ -164,8 +175,10 @@ class PostHogSpanProcessor(SpanProcessor):
         self._last_sweep = time.monotonic()
         self._children.prune()
         self._genai.prune()
+        self._nested.prune()
         LIVE.prune()
         self.pipeline.held.prune()
+        self.pipeline.nested.prune()
 
     def on_end(self, span: ReadableSpan) -> None:
         if not self.enabled:
@@ -176,6 +189,8 @@ class PostHogSpanProcessor(SpanProcessor):
             if kind is _SERVER:
                 state = LIVE.pop(span_id)
                 if state is None:
+                    if len(self._nested) and self._nested.pop(span_id) is not None:
+                        return  # nested in another request: that one makes the event
                     if not is_local_root(span.parent):
                         return  # a nested server span: the local root makes the event
                 if not self.pipeline.exporter_submits:

@@ -46,7 +46,7 @@ from .headers import (
 )
 from .headers import header_limit as _limit
 from .identity_hosts import destination_host, policy_for
-from .request_state import LIVE, STATE_KEY, RequestState, current_state
+from .request_state import LIVE, SCOPE_STATE_KEY, STATE_KEY, RequestState, current_state
 from .runtime import current_settings, verified_person
 
 BAGGAGE_DISTINCT_KEY = "posthog.distinct_id"
@@ -78,6 +78,12 @@ _WANTED = {name.encode(): name for name in (*_HEADERS, ORIGIN_HEADER, BAGGAGE_HE
 
 
 _ASGI_SCOPES = frozenset(("http", "websocket"))
+
+
+def _is_asgi_scope(carrier: object) -> bool:
+    """An ASGI ``http`` / ``websocket`` scope, told by its shape (the ASGI spec's), whatever
+    the getter: only the ASGI instrumentation extracts from one."""
+    return isinstance(carrier, dict) and carrier.get("type") in _ASGI_SCOPES
 
 
 def _asgi_headers(carrier: object) -> dict[str, str | None] | None:
@@ -121,8 +127,8 @@ def _asgi_headers(carrier: object) -> dict[str, str | None] | None:
     return found
 
 
-def _read_headers(carrier: CarrierT, getter: Getter[CarrierT]) -> dict[str, str | None]:
-    found = _asgi_headers(carrier)
+def _read_headers(carrier: CarrierT, getter: Getter[CarrierT], asgi: bool) -> dict[str, str | None]:
+    found = _asgi_headers(carrier) if asgi else None
     if found is None:
         found = {name: _header(carrier, getter, name) for name in _HEADERS}
         found[ORIGIN_HEADER] = _header(carrier, getter, ORIGIN_HEADER)
@@ -202,8 +208,27 @@ class PostHogPropagator(TextMapPropagator):
         if context is None:
             context = Context()
         try:
-            headers = _read_headers(carrier, getter)
+            asgi = _is_asgi_scope(carrier)
+            if not asgi:  # the ASGI instrumentation extracts only outside any request
+                outer = otel_context.get_value(STATE_KEY)
+                if isinstance(outer, RequestState) and outer.span is not None:
+                    if not outer.finished:
+                        # extracted again inside a request in flight (a mounted app's own
+                        # server span, e.g. FastAPI's built-in telemetry): the same request
+                        return otel_context.set_value(STATE_KEY, outer, context)
+            headers = _read_headers(carrier, getter, asgi)
             state = RequestState()
+            if asgi and isinstance(carrier, dict):
+                # the app and root path before routing (a sub-app and Mount change both in
+                # place): the full route template of a mounted app is found from them and the
+                # span's attributes, off the request path (otel_posthog.asgi_routes)
+                state.app = carrier.get("app")
+                root_path = carrier.get("root_path")
+                if root_path:
+                    state.root_path = root_path
+                holder = carrier.get(SCOPE_STATE_KEY)  # otel_posthog.starlette_layer's
+                if holder is not None:
+                    holder.append(state)
             if headers:  # only what was sent: RequestState's defaults cover the rest
                 get = headers.get
                 if "authorization" in headers:
@@ -316,9 +341,55 @@ _NOT_A_RESPONSE_START = frozenset(
 )
 
 
+def _app_request_id(carrier: object) -> str | None:
+    """The ``X-Request-ID`` the response already carries (set by the app or a middleware).
+
+    Reads the carriers the instrumentations hand over: an ASGI ``http.response.start``
+    message, a WSGI header list, a Django ``HttpResponse`` (``has_header``), a Falcon
+    response (``get_header``). Other carriers: None (never calls unknown methods).
+    """
+    if isinstance(carrier, dict):
+        for key, value in carrier.get("headers") or ():
+            if key[:1] in b"xX" and key.lower() == _RID_BYTES:
+                return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        return None
+    if isinstance(carrier, list):
+        for item in carrier:
+            key = item[0]
+            if len(key) == 12 and key.lower() == "x-request-id":
+                return str(item[1])
+        return None
+    has_header = getattr(carrier, "has_header", None)
+    if has_header is not None:
+        return str(carrier["X-Request-ID"]) if has_header("X-Request-ID") else None  # type: ignore[index]
+    get_header = getattr(carrier, "get_header", None)
+    if get_header is not None:
+        found = get_header("X-Request-ID")
+        return str(found) if found else None
+    return None
+
+
+def adopt_app_request_id(state: RequestState, value: str) -> None:
+    """The response carries the app's own ``X-Request-ID``: the events follow what the client
+    can know. With a valid ``traceparent`` the trace id stays ``request_id`` and the app's
+    value is kept as ``response_request_id``; without one, the client learns the id only
+    from that header, so it becomes ``request_id``."""
+    clean = sanitize(value)
+    if not clean:
+        return
+    if state.has_traceparent:
+        state.response_request_id = clean
+    else:
+        state.request_id = clean
+
+
 class PostHogResponsePropagator(_ResponseBase):
     """Sets ``X-Request-ID`` and ``traceresponse`` on responses; lists both in
-    ``Access-Control-Expose-Headers`` when the request came with an ``Origin`` (browsers)."""
+    ``Access-Control-Expose-Headers`` when the request came with an ``Origin`` (browsers).
+
+    A response that already carries ``X-Request-ID`` (the app's own, e.g. from
+    asgi-correlation-id) keeps it as its only one: see :func:`adopt_app_request_id`.
+    """
 
     def inject(
         self,
@@ -327,31 +398,47 @@ class PostHogResponsePropagator(_ResponseBase):
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
         try:
-            message = carrier.get("type") if isinstance(carrier, dict) else None
-            if message in _NOT_A_RESPONSE_START:
+            msg_type = carrier.get("type") if isinstance(carrier, dict) else None
+            if msg_type in _NOT_A_RESPONSE_START:
                 return  # the ASGI instrumentation calls us for every message it sends
-            span_ctx = trace.get_current_span(context).get_span_context()
+            span = trace.get_current_span(context)
+            span_ctx = span.get_span_context()
             if not span_ctx.is_valid:
                 return
             trace_hex = f"{span_ctx.trace_id:032x}"
             state = LIVE.get(span_ctx.span_id)
+            app_rid = None
+            if type(carrier) is dict:  # an ASGI message: the scan inline (every response)
+                message: dict[str, Any] = carrier  # type: ignore[assignment]
+                for key, value in message.get("headers") or ():
+                    if key[:1] in b"xX" and key.lower() == _RID_BYTES:
+                        app_rid = value.decode("latin-1") if type(value) is bytes else str(value)
+                        break
+            else:
+                app_rid = _app_request_id(carrier)
             if state is not None:
+                if app_rid is not None:
+                    adopt_app_request_id(state, app_rid)
                 rid = state.request_id or trace_hex
                 expose = state.cross_origin  # only browsers (cross-origin) need the list
+            elif getattr(span, "kind", trace.SpanKind.SERVER) is not trace.SpanKind.SERVER:
+                return  # a mounted app's nested middleware: the request's own layer answers
             else:
                 rid, expose = trace_hex, True
             trace_response = f"00-{trace_hex}-{span_ctx.span_id:016x}-{span_ctx.trace_flags:02x}"
-            if message == "http.response.start" and isinstance(carrier, dict):
+            if msg_type == "http.response.start" and isinstance(carrier, dict):
                 # what the ASGI setter does, without three calls and re-encoding constants
                 headers = carrier.get("headers")
                 if not headers:
                     headers = carrier["headers"] = []
-                headers.append([_RID_BYTES, rid.encode()])
+                if app_rid is None:
+                    headers.append([_RID_BYTES, rid.encode()])
                 headers.append([_TRACERESPONSE_BYTES, trace_response.encode()])
                 if expose:
                     headers.append([b"access-control-expose-headers", _EXPOSED])
                 return
-            setter.set(carrier, _RID_NAME, rid)
+            if app_rid is None:
+                setter.set(carrier, _RID_NAME, rid)
             setter.set(carrier, _TRACERESPONSE_NAME, trace_response)
             if expose:
                 setter.set(carrier, "Access-Control-Expose-Headers", _EXPOSED.decode())

@@ -21,6 +21,8 @@ from opentelemetry.context import Context
 from .spanview import CustomEvent, RequestFacts
 
 STATE_KEY = otel_context.create_key("otel-posthog-request")
+# a list in the ASGI scope that receives the request's state (otel_posthog.starlette_layer)
+SCOPE_STATE_KEY = "otel_posthog.request"
 
 
 class RequestState:
@@ -43,6 +45,10 @@ class RequestState:
     jwt_distinct_id: str | None = None
     jwt_pending = False
     request_id: str | None = None  # set only when it is not the trace id
+    response_request_id: str | None = None  # the app's X-Request-ID beside a traceparent
+    app: Any = None  # the ASGI app that received the request (route templates of mounted apps)
+    root_path = ""  # its ASGI root_path, before routing
+    route: str | None = None  # the full route template, when the span's falls short
     trace_id_hint: int | None = None  # trace id to use for a new trace (UUID request id)
     span: Any = None
     span_id = 0
@@ -111,10 +117,12 @@ class RequestState:
             self.session_id,
             self.window_id,
             request_id,
-            self.x_request_id if request_id is None else None,
+            self.x_request_id,  # the mapping keeps it only when it is not the request id
             self.client_ip,
             captures,
             self.rollup,
+            self.route,
+            self.response_request_id,
         )
 
 

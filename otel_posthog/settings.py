@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .routes import match_key
+
 log = logging.getLogger("otel_posthog")
 
 DEFAULT_HOST = "https://us.i.posthog.com"
@@ -84,12 +86,24 @@ class Settings:
     ai_privacy_mode: bool = False
     before_send: BeforeSend | None = None
 
+    def __post_init__(self) -> None:
+        # routes are compared in one form (otel_posthog.routes.match_key): what a user copies
+        # from an event's endpoint, or writes as the framework does, matches
+        set_ = object.__setattr__  # a frozen dataclass
+        set_(self, "excluded_routes", tuple(match_key(r) for r in self.excluded_routes))
+        set_(
+            self,
+            "slow_request_thresholds",
+            {match_key(r): ms for r, ms in self.slow_request_thresholds.items()},
+        )
+
     @property
     def enabled(self) -> bool:
         return bool(self.api_key)
 
     def threshold_for(self, route: str) -> float:
-        return self.slow_request_thresholds.get(route, self.slow_request_threshold_ms)
+        """The slow threshold of a route (any form :func:`~otel_posthog.routes.match_key` takes)."""
+        return self.slow_request_thresholds.get(match_key(route), self.slow_request_threshold_ms)
 
 
 # setting name -> (environment variable, parser). Order is the documentation order.

@@ -66,6 +66,8 @@ class RequestFacts:
     client_ip: str | None = None
     custom_events: tuple[CustomEvent, ...] = ()
     rollup: Mapping[str, float] = field(default_factory=dict)
+    route: str | None = None  # full route template found from the framework's routing
+    response_request_id: str | None = None  # the app's own X-Request-ID, kept beside
 
 
 @dataclass(slots=True)
