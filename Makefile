@@ -8,10 +8,10 @@ NODE_STAMP := node_modules/.installed
 
 .PHONY: install node browser test test-oldest test-public-api demo lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml .ci/test-constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -c .ci/test-constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 $(NODE_STAMP): package.json
