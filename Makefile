@@ -65,7 +65,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 # the core held to mypy --strict (the same list as pyproject.toml's strict override)
-STRICT := mapping spanview settings headers scrub genai identity_hosts bounded_gzip compat
+STRICT := mapping properties spanview settings headers scrub genai identity_hosts bounded_gzip compat
 lint: $(STAMP)
 	$(BIN)/ruff check otel_posthog tests examples benchmarks
 	$(BIN)/ruff format --check otel_posthog tests examples benchmarks

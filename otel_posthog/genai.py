@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from .mapping import (
+from .properties import (
     _CORRELATION_KEYS,
     _MAX_PROPERTY_CHARS,
     Event,
