@@ -21,7 +21,6 @@ from otel_posthog.sink.server import LocalSink
 from tests.helpers import CHROMIUM, CHROMIUM_ARGS, ROOT
 from tests.test_query_engine import EVENTS
 
-pytest.importorskip("otel_posthog.dashboards")
 
 GUIDE = {"User Journey Timeline", "API Performance by User", "Error Tracking by User"}
 LLM = "LLM Usage by Person"
