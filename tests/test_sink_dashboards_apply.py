@@ -1,6 +1,6 @@
 """``otel-posthog dashboards apply`` of the shipped definitions against the sink: every
 object created once, a rerun writes nothing, and every tile computes from local events with
-the guide's numbers. Runs where ``otel_posthog.dashboards`` is installed."""
+the guide's numbers."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from otel_posthog.sink.dashboards_view import _variables
 from otel_posthog.sink.server import LocalSink
 from tests.helpers import CHROMIUM, CHROMIUM_ARGS, ROOT
 from tests.test_query_engine import EVENTS
-
 
 GUIDE = {"User Journey Timeline", "API Performance by User", "Error Tracking by User"}
 LLM = "LLM Usage by Person"
