@@ -47,9 +47,9 @@ def _switch_off(parts: set[str]) -> None:
     from opentelemetry.sdk.trace import TracerProvider
 
     import otel_posthog.api as api
-    import otel_posthog.pipeline as pipeline
-    import otel_posthog.processor as processor
-    import otel_posthog.propagator as propagator
+    import otel_posthog.sdk.pipeline as pipeline
+    import otel_posthog.sdk.processor as processor
+    import otel_posthog.sdk.propagator as propagator
 
     if "nosubmit" in parts:
         pipeline.Pipeline.submit = lambda self, span, state: None  # type: ignore[method-assign]
@@ -73,9 +73,9 @@ def _switch_off(parts: set[str]) -> None:
 
 def export_fixture(count: int, part: str) -> None:
     """``count`` request spans through ``part`` of the export path (in this process)."""
-    from otel_posthog.jwt_identity import JwtVerifier
-    from otel_posthog.pipeline import Pipeline, SpanWork
-    from otel_posthog.settings import Settings, resolve_settings
+    from otel_posthog.core.settings import Settings, resolve_settings
+    from otel_posthog.sdk.jwt_identity import JwtVerifier
+    from otel_posthog.sdk.pipeline import Pipeline, SpanWork
     from otel_posthog.transport import BatchPoster
 
     from .worker import _freeze_fixtures, _request_spans, request_states

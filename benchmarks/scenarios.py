@@ -205,7 +205,7 @@ def build(name: str, targets: Targets, size_batching: bool = False) -> Scenario:
         if name == "4":
             import otel_posthog
 
-            otel_posthog.processor.flush_all(30)
+            otel_posthog.sdk.processor.flush_all(30)
 
     def shutdown() -> None:
         for s in shutdowns:

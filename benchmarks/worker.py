@@ -118,7 +118,7 @@ def _request_spans(count: int) -> list[Any]:
 
 def request_states(spans: list[Any]) -> list[Any]:
     """The request state the propagator would have made for each span (posthog-js headers)."""
-    from otel_posthog.request_state import RequestState
+    from otel_posthog.sdk.request_state import RequestState
 
     from .driver import DISTINCT_ID, SESSION_ID
 
@@ -144,9 +144,9 @@ def exporter(args: argparse.Namespace, targets: Targets) -> dict[str, Any]:
 
     spans = _request_spans(args.events)
     if args.path == "otel-posthog":
-        from otel_posthog.pipeline import Pipeline
-        from otel_posthog.runtime import STATS
-        from otel_posthog.settings import resolve_settings
+        from otel_posthog.core.settings import resolve_settings
+        from otel_posthog.counters import STATS
+        from otel_posthog.sdk.pipeline import Pipeline
 
         settings = resolve_settings(
             api_key=targets.api_key,
@@ -166,9 +166,9 @@ def exporter(args: argparse.Namespace, targets: Targets) -> dict[str, Any]:
     else:
         import posthog
 
-        from otel_posthog.mapping import map_span
-        from otel_posthog.sdk_span import view_from_sdk_span
-        from otel_posthog.settings import Settings
+        from otel_posthog.core.mapping import map_span
+        from otel_posthog.core.settings import Settings
+        from otel_posthog.sdk.sdk_span import view_from_sdk_span
 
         # the same events, built before the clock starts: only capture() and delivery count
         events = [map_span(view_from_sdk_span(s), Settings())[0] for s in spans]

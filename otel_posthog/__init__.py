@@ -15,9 +15,10 @@ from ._version import __version__
 if TYPE_CHECKING:
     from . import cors
     from .api import capture, configure, identify, stats
-    from .processor import PostHogSpanProcessor
-    from .propagator import PostHogPropagator, PostHogResponsePropagator
-    from .settings import ConfigError, Settings, resolve_settings
+    from .core.settings import ConfigError, Settings, resolve_settings
+    from .counters import register_metrics
+    from .sdk.processor import PostHogSpanProcessor
+    from .sdk.propagator import PostHogPropagator, PostHogResponsePropagator
 
 # public name -> the module that defines it
 _LAZY = {
@@ -26,12 +27,13 @@ _LAZY = {
     "configure": ".api",
     "identify": ".api",
     "stats": ".api",
-    "PostHogSpanProcessor": ".processor",
-    "PostHogPropagator": ".propagator",
-    "PostHogResponsePropagator": ".propagator",
-    "ConfigError": ".settings",
-    "Settings": ".settings",
-    "resolve_settings": ".settings",
+    "PostHogSpanProcessor": ".sdk.processor",
+    "PostHogPropagator": ".sdk.propagator",
+    "PostHogResponsePropagator": ".sdk.propagator",
+    "ConfigError": ".core.settings",
+    "Settings": ".core.settings",
+    "resolve_settings": ".core.settings",
+    "register_metrics": ".counters",
 }
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "ConfigError",
     "Settings",
     "resolve_settings",
+    "register_metrics",
 ]
 
 

@@ -10,15 +10,15 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from . import compat
-from .headers import sanitize
-from .processor import PostHogSpanProcessor
-from .propagator import (
+from .core.headers import sanitize
+from .counters import STATS
+from .sdk.processor import PostHogSpanProcessor
+from .sdk.propagator import (
     PostHogPropagator,
     PostHogResponsePropagator,
     install_request_id_generator,
 )
-from .request_state import current_state
-from .runtime import STATS
+from .sdk.request_state import current_state
 
 log = logging.getLogger("otel_posthog")
 _warned: set[str] = set()
@@ -54,7 +54,7 @@ def configure(
     processor = PostHogSpanProcessor(**settings)
     provider.add_span_processor(processor)
     provider._otel_posthog_processor = processor  # type: ignore[attr-defined]
-    from .exporter import unlinked_exporters
+    from .sdk.exporter import unlinked_exporters
 
     for exporter in unlinked_exporters():  # OTEL_TRACES_EXPORTER=posthog under another distro
         exporter.link(processor)  # one pipeline: the exporter sends, with our request states
@@ -117,6 +117,6 @@ def stats() -> dict[str, Any]:
 
 
 def _span_attributes_on() -> bool:
-    from .runtime import current_settings
+    from .sdk.runtime import current_settings
 
     return current_settings().span_attributes

@@ -9,7 +9,7 @@ Use with FastAPI/Starlette's ``CORSMiddleware``::
 
 from __future__ import annotations
 
-from .headers import REQUEST_HEADERS, RESPONSE_HEADERS
+from .core.headers import REQUEST_HEADERS, RESPONSE_HEADERS
 
 ALLOW_HEADERS = list(REQUEST_HEADERS)
 EXPOSE_HEADERS = [name.lower() for name in RESPONSE_HEADERS]

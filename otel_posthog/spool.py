@@ -40,8 +40,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .runtime import STATS
-from .settings import Settings
+from .core.settings import Settings
+from .counters import STATS
 
 log = logging.getLogger("otel_posthog")
 

@@ -35,8 +35,8 @@ except ImportError:  # pragma: no cover
     orjson = None  # type: ignore[assignment]
 
 from .compat import suppressed_instrumentation
-from .runtime import STATS
-from .settings import Settings
+from .core.settings import Settings
+from .counters import STATS
 
 log = logging.getLogger("otel_posthog")
 

@@ -7,8 +7,8 @@ import time
 import uuid
 from typing import Any
 
+from otel_posthog.core.settings import resolve_settings
 from otel_posthog.receiver import create_app
-from otel_posthog.settings import resolve_settings
 from otel_posthog.sink.server import LocalSink, ThreadedServer
 
 

@@ -18,9 +18,9 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_posthog.mapping import event_uuid
-from otel_posthog.processor import PostHogSpanProcessor
-from otel_posthog.runtime import STATS
+from otel_posthog.core.mapping import event_uuid
+from otel_posthog.counters import STATS
+from otel_posthog.sdk.processor import PostHogSpanProcessor
 from otel_posthog.sink.server import LocalSink
 
 

@@ -1,4 +1,4 @@
-"""The full route template from a Starlette/FastAPI app's own routing (otel_posthog.asgi_routes),
+"""The full route template from a Starlette/FastAPI app's own routing (sdk/asgi_routes.py),
 on real framework objects: walked only when needed, with FastAPI's public route flattening
 and without it (older FastAPI, a plain Starlette app)."""
 
@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Host, Mount, Route, Router
 
-from otel_posthog import asgi_routes
+from otel_posthog.sdk import asgi_routes
 
 
 async def ok(request):

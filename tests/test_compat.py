@@ -86,9 +86,9 @@ import json, threading
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 from otel_posthog import compat
-from otel_posthog.sdk_span import view_from_sdk_span
-from otel_posthog.processor import _kind_and_parent
-from otel_posthog.redaction import redact_span_urls
+from otel_posthog.sdk.sdk_span import view_from_sdk_span
+from otel_posthog.sdk.processor import _kind_and_parent
+from otel_posthog.sdk.redaction import redact_span_urls
 
 provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=6,
                           max_span_attribute_length=40), shutdown_on_exit=False)

@@ -216,8 +216,8 @@ def test_a_capture_just_after_the_request_ends_is_sent_once(sink):
     from opentelemetry import trace as trace_api
     from opentelemetry.sdk.trace import TracerProvider
 
-    from otel_posthog.processor import PostHogSpanProcessor
-    from otel_posthog.request_state import LIVE
+    from otel_posthog.sdk.processor import PostHogSpanProcessor
+    from otel_posthog.sdk.request_state import LIVE
 
     seen: list[str] = []
 
@@ -252,8 +252,8 @@ def test_identity_attributes_respect_the_sdks_span_limits():
     and count limits apply, and an ended span is left as it was."""
     from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
-    from otel_posthog.processor import set_identity_attributes
-    from otel_posthog.request_state import RequestState
+    from otel_posthog.sdk.processor import set_identity_attributes
+    from otel_posthog.sdk.request_state import RequestState
 
     state = RequestState()
     state.identified_id = "user-123456"
@@ -280,7 +280,7 @@ def test_query_values_are_redacted_now_and_when_set_again():
     """Both semconv generations; the wrapper is installed only when something needs it."""
     from opentelemetry.sdk.trace import TracerProvider
 
-    from otel_posthog.redaction import redact_span_urls
+    from otel_posthog.sdk.redaction import redact_span_urls
 
     tracer = TracerProvider().get_tracer("t")
     old = tracer.start_span("s", attributes={"http.url": "http://h/p?token=abc&x=1"})

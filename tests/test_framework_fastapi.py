@@ -111,8 +111,8 @@ def test_mounted_fastapi_app_under_the_launcher_pipeline_is_one_request(sink):
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
     from otel_posthog.api import install_propagators
-    from otel_posthog.exporter import PostHogSpanExporter
-    from otel_posthog.processor import PostHogSpanProcessor
+    from otel_posthog.sdk.exporter import PostHogSpanExporter
+    from otel_posthog.sdk.processor import PostHogSpanProcessor
     from otel_posthog.sink.server import ThreadedServer
 
     provider = TracerProvider()

@@ -9,10 +9,10 @@ from hypothesis import given
 from hypothesis import settings as settings_profile
 from hypothesis import strategies as st
 
-from otel_posthog.genai import MAX_MESSAGES_CHARS, link_batch
-from otel_posthog.mapping import MAX_EVENT_BYTES, map_span
-from otel_posthog.settings import resolve_settings
-from otel_posthog.spanview import (
+from otel_posthog.core.genai import MAX_MESSAGES_CHARS, link_batch
+from otel_posthog.core.mapping import MAX_EVENT_BYTES, map_span
+from otel_posthog.core.settings import resolve_settings
+from otel_posthog.core.spanview import (
     CLIENT,
     INTERNAL,
     SERVER,
@@ -365,7 +365,7 @@ def test_link_batch_finds_request_parent_and_last_http_child():
 def test_genai_operation_reads_the_sdk_span_and_any_span_with_public_attributes():
     from opentelemetry.sdk.trace import TracerProvider
 
-    from otel_posthog.genai_spans import genai_operation
+    from otel_posthog.sdk.genai_spans import genai_operation
 
     class OtherSpan:  # another SDK's span: public attributes only
         attributes = {"gen_ai.operation.name": "embeddings"}

@@ -19,14 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from otel_posthog.headers import bearer_token, sanitize, uuid_int, valid_traceparent
-from otel_posthog.jwt_identity import JwtVerifier
-from otel_posthog.mapping import MAX_EVENT_BYTES, map_custom_events, map_span
-from otel_posthog.propagator import PostHogPropagator
-from otel_posthog.request_state import STATE_KEY
-from otel_posthog.runtime import STATS
-from otel_posthog.settings import Settings
-from otel_posthog.spanview import SERVER, CustomEvent, ExceptionInfo, RequestFacts, SpanView
+from otel_posthog.core.headers import bearer_token, sanitize, uuid_int, valid_traceparent
+from otel_posthog.core.mapping import MAX_EVENT_BYTES, map_custom_events, map_span
+from otel_posthog.core.settings import Settings
+from otel_posthog.core.spanview import SERVER, CustomEvent, ExceptionInfo, RequestFacts, SpanView
+from otel_posthog.counters import STATS
+from otel_posthog.sdk.jwt_identity import JwtVerifier
+from otel_posthog.sdk.propagator import PostHogPropagator
+from otel_posthog.sdk.request_state import STATE_KEY
 
 from .bridge_fixtures import SUPABASE_SECRET, Bridge
 

@@ -9,7 +9,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
-from otel_posthog.propagator import (
+from otel_posthog.sdk.propagator import (
     PostHogPropagator,
     RequestIdGenerator,
     install_request_id_generator,

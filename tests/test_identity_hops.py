@@ -27,13 +27,13 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_posthog.api import install_propagators
-from otel_posthog.headers import sanitize
-from otel_posthog.identity_hosts import HostPolicy
-from otel_posthog.mapping import map_span, sampled, sampling_key
-from otel_posthog.propagator import PostHogPropagator
-from otel_posthog.request_state import STATE_KEY, RequestState
-from otel_posthog.settings import ConfigError, Settings, resolve_settings
-from otel_posthog.spanview import SERVER, SpanView
+from otel_posthog.core.headers import sanitize
+from otel_posthog.core.identity_hosts import HostPolicy
+from otel_posthog.core.mapping import map_span, sampled, sampling_key
+from otel_posthog.core.settings import ConfigError, Settings, resolve_settings
+from otel_posthog.core.spanview import SERVER, SpanView
+from otel_posthog.sdk.propagator import PostHogPropagator
+from otel_posthog.sdk.request_state import STATE_KEY, RequestState
 
 from .bridge_fixtures import SUPABASE_SECRET, Bridge
 from .helpers import AppProcess

@@ -20,8 +20,8 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from otel_posthog.jwt_identity import JwksCache, JwtVerifier, fetch_json
-from otel_posthog.settings import resolve_settings
+from otel_posthog.core.settings import resolve_settings
+from otel_posthog.sdk.jwt_identity import JwksCache, JwtVerifier, fetch_json
 
 from .bridge_fixtures import SUPABASE_SECRET, Bridge
 from .helpers import AppProcess, bridge_env

@@ -9,8 +9,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from otel_posthog.jwt_identity import JwtVerifier
-from otel_posthog.settings import resolve_settings
+from otel_posthog.core.settings import resolve_settings
+from otel_posthog.sdk.jwt_identity import JwtVerifier
 
 SECRET = "a-long-enough-hmac-secret-for-hs256-hs384-and-hs512-tokens-0123456789"
 

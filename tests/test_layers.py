@@ -11,25 +11,50 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = "otel_posthog"
-# the pure core: span view -> events, settings, the header and UUID rules, secret scrubbing
-CORE = {
-    "otel_posthog.mapping",
-    "otel_posthog.properties",
-    "otel_posthog.spanview",
-    "otel_posthog.settings",
-    "otel_posthog.headers",
-    "otel_posthog.scrub",
-    "otel_posthog.routes",
-    "otel_posthog.genai",
-    "otel_posthog.identity_hosts",  # the destination rule; reads a span's kind (API enum)
-    "otel_posthog._version",
+# the layers, lowest first: a module may import its own layer and the ones below it only.
+# A name is a module or a package (its modules); the package's __init__ is the top.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("core", ("otel_posthog.core", "otel_posthog._version")),
+    ("compat", ("otel_posthog.compat", "otel_posthog.counters")),
+    (
+        "delivery",
+        (
+            "otel_posthog.delivery",
+            "otel_posthog.transport",
+            "otel_posthog.spool",
+            "otel_posthog.before_send",
+        ),
+    ),
+    ("sdk", ("otel_posthog.sdk", "otel_posthog.api", "otel_posthog.cors")),
+    ("launcher", ("otel_posthog.launcher",)),
+    ("receiver", ("otel_posthog.receiver",)),
+    ("sink", ("otel_posthog.sink", "otel_posthog.dashboards")),
+    ("cli", ("otel_posthog.cli", "otel_posthog.demo")),
+]
+# the lower layers that receiver and sink (out-of-process adapters) may use: never the SDK
+OUT_OF_PROCESS = {
+    "receiver": {"core", "compat", "delivery", "receiver"},
+    "sink": {"core", "compat", "sink"},
 }
+
+
+def _layer(module: str) -> int | None:
+    for rank, (_, names) in enumerate(LAYERS):
+        if any(module == n or module.startswith(n + ".") for n in names):
+            return rank
+    return None
+
+
+def _core(known: dict[str, pathlib.Path]) -> set[str]:
+    return {m for m in known if _layer(m) == 0}
+
+
 # these import no opentelemetry package at all
 NO_OTEL = {
-    "otel_posthog.mapping",
-    "otel_posthog.properties",
-    "otel_posthog.spanview",
-    "otel_posthog.settings",
+    "otel_posthog.core.mapping",
+    "otel_posthog.core.properties",
+    "otel_posthog.core.spanview",
+    "otel_posthog.core.settings",
 }
 # nothing that reaches the network, a disk, another process or the OpenTelemetry SDK
 NO_IO = (
@@ -127,17 +152,38 @@ def test_the_import_graph_has_no_circle():
     assert _cycles(graph) == []
 
 
+def test_every_module_has_a_layer_and_imports_only_below_it():
+    graph = _graph()
+    names = [name for name, _ in LAYERS]
+    for module, imported in sorted(graph.items()):
+        if module == PACKAGE:
+            continue
+        rank = _layer(module)
+        assert rank is not None, f"{module}: in no layer (tests/test_layers.py LAYERS)"
+        allowed = OUT_OF_PROCESS.get(names[rank])
+        for other in imported - {PACKAGE}:
+            other_rank = _layer(other)
+            assert other_rank is not None and other_rank <= rank, (module, other)
+            if allowed is not None:
+                assert names[other_rank] in allowed, (module, other)
+
+
 def test_the_checker_sees_a_circle_and_lazy_imports():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     graph = _graph()
-    assert "otel_posthog.mapping" in graph["otel_posthog.pipeline"]
-    assert "otel_posthog.spool" in graph["otel_posthog.pipeline"]  # a function-level import
+    assert "otel_posthog.core.mapping" in graph["otel_posthog.sdk.pipeline"]
+    assert "otel_posthog.spool" in graph["otel_posthog.sdk.pipeline"]  # a function-level import
 
 
 def test_the_core_imports_no_adapter_no_sdk_and_does_no_io():
     known = _modules()
-    core = sorted(CORE & set(known))
-    assert {"otel_posthog.mapping", "otel_posthog.spanview", "otel_posthog.settings"} <= set(core)
+    CORE = _core(known)
+    core = sorted(CORE)
+    assert {
+        "otel_posthog.core.mapping",
+        "otel_posthog.core.spanview",
+        "otel_posthog.core.settings",
+    } <= set(core)
     for name in core:
         imported = _imports(name, known[name], known)
         inside = {m for m in imported if m.startswith(PACKAGE + ".") or m == PACKAGE}
@@ -191,21 +237,22 @@ def _homes(needle: str, exact: bool = False) -> set[str]:
 
 def test_each_rule_has_one_home():
     # environment variable names: SETTINGS_ENV only (validation messages look them up)
-    settings = ROOT / PACKAGE / "settings.py"
+    settings = ROOT / PACKAGE / "core" / "settings.py"
     source = settings.read_text()
     validate = source[source.index("def _validate(") : source.index("def resolve_settings(")]
     assert "POSTHOG_" not in validate
     # the headers the bridge reads and writes, their limits and the CORS lists
     clients = {"otel_posthog.demo"}  # the demo's user agent sends them
-    assert _homes("x-posthog-session-id") - clients == {"otel_posthog.headers"}
-    assert _homes("traceresponse") == {"otel_posthog.headers"}
+    assert _homes("x-posthog-session-id") - clients == {"otel_posthog.core.headers"}
+    assert _homes("traceresponse") == {"otel_posthog.core.headers"}
     # bearer tokens, bounded gunzip, exception events -> ExceptionInfo
     # (the scrubber's keyword and the receiver's 401 challenge are not parsing)
-    assert _homes("bearer", exact=True) - {"otel_posthog.scrub", "otel_posthog.receiver.app"} == {
-        "otel_posthog.headers"
-    }
-    assert _homes("decompressobj") == {"otel_posthog.bounded_gzip"}
-    assert _homes("exception.type") == {"otel_posthog.spanview"}
+    assert _homes("bearer", exact=True) - {
+        "otel_posthog.core.scrub",
+        "otel_posthog.receiver.app",
+    } == {"otel_posthog.core.headers"}
+    assert _homes("decompressobj") == {"otel_posthog.core.bounded_gzip"}
+    assert _homes("exception.type") == {"otel_posthog.core.spanview"}
 
 
 def test_a_spool_that_cannot_open_fails_the_receiver_but_never_the_app(tmp_path):
@@ -213,8 +260,8 @@ def test_a_spool_that_cannot_open_fails_the_receiver_but_never_the_app(tmp_path)
     problem, the in-process bridge counts it and delivers from memory."""
     import pytest
 
-    from otel_posthog.runtime import STATS
-    from otel_posthog.settings import resolve_settings
+    from otel_posthog.core.settings import resolve_settings
+    from otel_posthog.counters import STATS
     from otel_posthog.spool import Spool, open_spool
 
     blocked = tmp_path / "a-file"
@@ -236,8 +283,8 @@ def test_shared_rules_behave_as_their_callers_did():
 
     import pytest
 
-    from otel_posthog.bounded_gzip import GzipError, gunzip
-    from otel_posthog.headers import bearer_token
+    from otel_posthog.core.bounded_gzip import GzipError, gunzip
+    from otel_posthog.core.headers import bearer_token
 
     assert bearer_token("Bearer  abc ") == "abc" and bearer_token("bearer abc") == "abc"
     assert bearer_token("Basic abc") is None and bearer_token("Bearer ") is None

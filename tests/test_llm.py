@@ -435,7 +435,7 @@ def test_the_exporter_alone_maps_genai_spans_from_their_attributes(sink):
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    from otel_posthog.exporter import PostHogSpanExporter
+    from otel_posthog.sdk.exporter import PostHogSpanExporter
 
     exporter = PostHogSpanExporter(api_key=sink.api_key, host=sink.url, flush_interval_ms=50)
     provider = TracerProvider()
@@ -463,8 +463,8 @@ def test_the_exporter_alone_maps_genai_spans_from_their_attributes(sink):
 def test_a_genai_span_that_cannot_be_mapped_never_costs_its_requests_events(
     make_bridge, monkeypatch
 ):
-    from otel_posthog import genai
-    from otel_posthog.runtime import STATS
+    from otel_posthog.core import genai
+    from otel_posthog.counters import STATS
 
     def broken(view: Any, settings: Any) -> list:
         raise RuntimeError("mapping bug")

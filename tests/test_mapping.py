@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from otel_posthog.mapping import (
+from otel_posthog.core.mapping import (
     EVENT_NAMESPACE,
     event_uuid,
     iso_timestamp,
@@ -18,8 +18,8 @@ from otel_posthog.mapping import (
     sampling_key,
     truncate_tail,
 )
-from otel_posthog.settings import Settings, resolve_settings
-from otel_posthog.spanview import CustomEvent, ExceptionInfo, RequestFacts, SpanView
+from otel_posthog.core.settings import Settings, resolve_settings
+from otel_posthog.core.spanview import CustomEvent, ExceptionInfo, RequestFacts, SpanView
 
 TRACE = 0x0AF7651916CD43DD8448EB211C80319C
 SPAN = 0xB7AD6B7169203331

@@ -13,9 +13,9 @@ import requests
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_posthog import processor as processor_mod
-from otel_posthog.processor import PostHogSpanProcessor
-from otel_posthog.request_state import LIVE
+from otel_posthog.sdk import processor as processor_mod
+from otel_posthog.sdk.processor import PostHogSpanProcessor
+from otel_posthog.sdk.request_state import LIVE
 
 from .helpers import AppProcess
 from .launcher_support import (

@@ -28,10 +28,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_posthog.mapping import map_span
+from otel_posthog.core.mapping import map_span
+from otel_posthog.core.settings import resolve_settings
 from otel_posthog.receiver import DecodeError, decode_json, decode_protobuf
 from otel_posthog.receiver.cli import is_loopback
-from otel_posthog.settings import resolve_settings
 
 from .helpers import VENV_BIN, AppProcess
 from .receiver_fixtures import Receiver, json_request, json_span, new_ids, server_attributes

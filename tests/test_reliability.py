@@ -20,8 +20,8 @@ import pytest
 import requests
 
 import otel_posthog
-from otel_posthog.runtime import STATS, register_metrics
-from otel_posthog.settings import resolve_settings
+from otel_posthog.core.settings import resolve_settings
+from otel_posthog.counters import STATS, register_metrics
 from otel_posthog.sink.server import free_port
 from otel_posthog.spool import Spool
 from otel_posthog.transport import EventSender
@@ -325,7 +325,7 @@ _RSS_SCRIPT = textwrap.dedent(
     import json, sys, tempfile
     from otel_posthog.sink.server import free_port
     from tests.reliability_fixtures import SpanDriver, rss_mb
-    from otel_posthog.runtime import STATS
+    from otel_posthog.counters import STATS
     spool = sys.argv[1] == "spool"
     settings = {"spool_dir": tempfile.mkdtemp()} if spool else {}
     driver = SpanDriver(f"http://127.0.0.1:{free_port()}", "phc_x", request_timeout_ms=500,

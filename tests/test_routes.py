@@ -1,14 +1,14 @@
-"""One route-template form for every framework (otel_posthog.routes), and the mapping rules
+"""One route-template form for every framework (otel_posthog.core.routes), and the mapping rules
 that use it: settings match what events show; an escaped exception is a 500."""
 
 from __future__ import annotations
 
 import pytest
 
-from otel_posthog.mapping import map_span
-from otel_posthog.routes import endpoint_template, match_key
-from otel_posthog.settings import Settings, resolve_settings
-from otel_posthog.spanview import ExceptionInfo
+from otel_posthog.core.mapping import map_span
+from otel_posthog.core.routes import endpoint_template, match_key
+from otel_posthog.core.settings import Settings, resolve_settings
+from otel_posthog.core.spanview import ExceptionInfo
 
 from .test_mapping import view
 

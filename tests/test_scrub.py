@@ -30,8 +30,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import otel_posthog
-from otel_posthog.scrub import REDACTED, scrub
-from otel_posthog.settings import ConfigError, resolve_settings
+from otel_posthog.core.scrub import REDACTED, scrub
+from otel_posthog.core.settings import ConfigError, resolve_settings
 from otel_posthog.sink.server import ThreadedServer, free_port
 
 JWT_SECRET = "a-test-secret-that-is-long-enough-for-hs256!"
@@ -233,8 +233,8 @@ def test_secrets_in_real_exception_text_never_reach_the_spool_the_sink_or_client
 
 def test_scrubbing_can_be_turned_off_and_extended(sink):
     """``OTEL_POSTHOG_SCRUB_SECRETS=false`` keeps the text; extra patterns mask more."""
-    from otel_posthog.mapping import scrub_exception
-    from otel_posthog.spanview import ExceptionInfo
+    from otel_posthog.core.mapping import scrub_exception
+    from otel_posthog.core.spanview import ExceptionInfo
 
     exc = ExceptionInfo("ValueError", "password=hunter2 order ORD-123456 failed", "tb")
     off = resolve_settings({"OTEL_POSTHOG_SCRUB_SECRETS": "false"})
@@ -330,8 +330,8 @@ def test_scrub_leaves_plain_error_text_alone():
 
 def test_a_secret_across_the_traceback_cut_is_masked():
     """The traceback's kept tail is scrubbed with a margin: a secret cut by it is gone too."""
-    from otel_posthog.mapping import scrub_exception, truncate_tail
-    from otel_posthog.spanview import ExceptionInfo
+    from otel_posthog.core.mapping import scrub_exception, truncate_tail
+    from otel_posthog.core.spanview import ExceptionInfo
 
     settings = resolve_settings({}, traceback_max_chars=100)
     stack = "x" * 5000 + " password=" + "S" * 60 + "\n" + "y" * 40
@@ -344,7 +344,7 @@ def test_span_exception_events_and_statuses_are_scrubbed_and_keep_the_rest():
     """The wrapped SDK methods keep the app's own attributes and the exception type."""
     from opentelemetry.trace import Status, StatusCode
 
-    from otel_posthog.span_scrub import install
+    from otel_posthog.sdk.span_scrub import install
 
     assert install(())
     provider = TracerProvider()

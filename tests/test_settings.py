@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from otel_posthog.headers import sanitize, uuid_int, valid_traceparent
-from otel_posthog.settings import ConfigError, resolve_settings
+from otel_posthog.core.headers import sanitize, uuid_int, valid_traceparent
+from otel_posthog.core.settings import ConfigError, resolve_settings
 
 
 def test_precedence_argument_over_environment_over_default():
@@ -90,7 +90,7 @@ def test_uuid_and_traceparent_checks():
 def test_readme_documents_every_setting():
     from pathlib import Path
 
-    from otel_posthog.settings import ENVIRONMENT_VARIABLES
+    from otel_posthog.core.settings import ENVIRONMENT_VARIABLES
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [env for env in ENVIRONMENT_VARIABLES if f"`{env}`" not in readme]

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from otel_posthog.runtime import STATS
-from otel_posthog.settings import resolve_settings
+from otel_posthog.core.settings import resolve_settings
+from otel_posthog.counters import STATS
 from otel_posthog.spool import Spool
 from otel_posthog.transport import EventSender
 

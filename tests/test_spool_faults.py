@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from otel_posthog.runtime import STATS
+from otel_posthog.counters import STATS
 from otel_posthog.spool import FILENAME, Spool
 
 from .helpers import AppProcess, bridge_env

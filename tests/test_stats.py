@@ -7,8 +7,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 import otel_posthog
-from otel_posthog.exporter import PostHogSpanExporter
-from otel_posthog.settings import resolve_settings
+from otel_posthog.core.settings import resolve_settings
+from otel_posthog.sdk.exporter import PostHogSpanExporter
 
 
 def test_exporter_only_setup_reports_its_queue_depth(sink):

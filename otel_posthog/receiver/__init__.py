@@ -1,8 +1,8 @@
 """The OTLP/HTTP traces receiver: any service's spans become PostHog events.
 
 ``otel-posthog receive`` serves :func:`create_app` under uvicorn. Spans arrive as OTLP
-protobuf or JSON, become neutral :class:`~otel_posthog.spanview.SpanView` objects and go
-through the same :func:`~otel_posthog.mapping.map_span` as the in-process bridge.
+protobuf or JSON, become neutral :class:`~otel_posthog.core.spanview.SpanView` objects and go
+through the same :func:`~otel_posthog.core.mapping.map_span` as the in-process bridge.
 Names are imported on first use: ``otel-posthog receive --help`` loads none of them.
 """
 

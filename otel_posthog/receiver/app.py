@@ -35,11 +35,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..before_send import apply_before_send
-from ..genai import link_batch
-from ..headers import bearer_token
-from ..mapping import Event, map_span
-from ..runtime import STATS
-from ..settings import Settings
+from ..core.genai import link_batch
+from ..core.headers import bearer_token
+from ..core.mapping import Event, map_span
+from ..core.settings import Settings
+from ..counters import STATS
 from ..transport import EventSender
 from .body import BodyError, decode_content, read_body
 from .decode import Decoded, DecodeError, decode_json, decode_protobuf

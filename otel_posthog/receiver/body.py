@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import ClientDisconnect, Request
 
-from ..bounded_gzip import GzipError, gunzip
+from ..core.bounded_gzip import GzipError, gunzip
 
 
 class BodyError(Exception):

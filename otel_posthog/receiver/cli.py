@@ -47,7 +47,7 @@ def is_loopback(host: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..settings import ConfigError, resolve_settings
+    from ..core.settings import ConfigError, resolve_settings
     from .app import create_app
 
     try:

@@ -20,8 +20,8 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from ..genai import is_genai
-from ..spanview import ExceptionInfo, GenAIFacts, SpanView
+from ..core.genai import is_genai
+from ..core.spanview import ExceptionInfo, GenAIFacts, SpanView
 from .limits import (
     DecodeError,
     LimitExceeded,

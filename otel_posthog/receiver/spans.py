@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..spanview import CLIENT, CONSUMER, INTERNAL, PRODUCER, SERVER, ExceptionInfo, SpanView
+from ..core.spanview import CLIENT, CONSUMER, INTERNAL, PRODUCER, SERVER, ExceptionInfo, SpanView
 
 # OTLP SpanKind numbers (not the Python SDK enum's values).
 OTLP_KINDS: dict[int, str] = {

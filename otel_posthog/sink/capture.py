@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs
 
-from ..bounded_gzip import GzipError, gunzip
+from ..core.bounded_gzip import GzipError, gunzip
 
 MAX_DECOMPRESSED = 20 * 1024 * 1024
 MAX_DEPTH = 64

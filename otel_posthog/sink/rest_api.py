@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..headers import bearer_token
+from ..core.headers import bearer_token
 from .dashboards_store import ObjectStore, now_iso
 
 PROJECT_ID = 1

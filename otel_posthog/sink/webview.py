@@ -18,7 +18,7 @@ from .guard import finite
 from .journey import parse_since, person_ids
 from .store import EventStore
 
-ASSETS = Path(__file__).resolve().parent.parent / "static"  # packaged as static/*
+ASSETS = Path(__file__).resolve().parent / "static"  # packaged as sink/static/*
 MAX_EVENTS = 2000
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

@@ -4,7 +4,7 @@
   request headers into a :class:`RequestState` in the context, and removes inbound
   ``posthog.*`` baggage so the W3C baggage propagator never forwards a client's identity.
   It injects nothing by default; with ``OTEL_POSTHOG_PROPAGATE_IDENTITY=true`` only the
-  verified person, and only to allowed hosts (:mod:`otel_posthog.identity_hosts`).
+  verified person, and only to allowed hosts (:mod:`otel_posthog.core.identity_hosts`).
 * :class:`PostHogResponsePropagator` sets ``X-Request-ID`` and W3C ``traceresponse`` on
   every response and exposes both to browsers.
 * :class:`RequestIdGenerator` makes the trace id of a new trace equal a UUID
@@ -32,7 +32,7 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
-from .headers import (
+from ..core.headers import (
     DISTINCT_HEADER,
     REQUEST_ID_HEADER,
     RESPONSE_HEADERS,
@@ -44,8 +44,8 @@ from .headers import (
     valid_traceparent,
     valid_uuid,
 )
-from .headers import header_limit as _limit
-from .identity_hosts import destination_host, policy_for
+from ..core.headers import header_limit as _limit
+from ..core.identity_hosts import destination_host, policy_for
 from .request_state import LIVE, SCOPE_STATE_KEY, STATE_KEY, RequestState, current_state
 from .runtime import current_settings, verified_person
 
@@ -148,7 +148,7 @@ def _read_baggage(
         state.baggage_distinct_id = sanitize(bag.get(BAGGAGE_DISTINCT_KEY))
         state.session_id = state.session_id or sanitize(bag.get(BAGGAGE_SESSION_KEY))
     except Exception as exc:
-        from .runtime import STATS
+        from ..counters import STATS
 
         STATS.error("propagator.baggage", exc)
 
@@ -221,12 +221,12 @@ class PostHogPropagator(TextMapPropagator):
             if asgi and isinstance(carrier, dict):
                 # the app and root path before routing (a sub-app and Mount change both in
                 # place): the full route template of a mounted app is found from them and the
-                # span's attributes, off the request path (otel_posthog.asgi_routes)
+                # span's attributes, off the request path (otel_posthog.sdk.asgi_routes)
                 state.app = carrier.get("app")
                 root_path = carrier.get("root_path")
                 if root_path:
                     state.root_path = root_path
-                holder = carrier.get(SCOPE_STATE_KEY)  # otel_posthog.starlette_layer's
+                holder = carrier.get(SCOPE_STATE_KEY)  # otel_posthog.sdk.starlette_layer's
                 if holder is not None:
                     holder.append(state)
             if headers:  # only what was sent: RequestState's defaults cover the rest
@@ -257,7 +257,7 @@ class PostHogPropagator(TextMapPropagator):
                 context = _without_posthog_baggage(context)
             return otel_context.set_value(STATE_KEY, state, context)
         except Exception:  # a malformed header never fails the request
-            from .runtime import STATS
+            from ..counters import STATS
 
             STATS.error("propagator.extract")
             try:
@@ -293,7 +293,7 @@ class PostHogPropagator(TextMapPropagator):
             # the whole baggage header: the app's entries and ours
             W3CBaggagePropagator().inject(carrier, out, setter)
         except Exception as exc:
-            from .runtime import STATS
+            from ..counters import STATS
 
             STATS.error("propagator.inject", exc)
 
@@ -443,7 +443,7 @@ class PostHogResponsePropagator(_ResponseBase):
             if expose:
                 setter.set(carrier, "Access-Control-Expose-Headers", _EXPOSED.decode())
         except Exception:
-            from .runtime import STATS
+            from ..counters import STATS
 
             STATS.error("response_propagator.inject")
 

@@ -40,11 +40,11 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
-from . import compat
-from .api import install_propagators
-from .exporter import PostHogSpanExporter
-from .processor import PostHogSpanProcessor
-from .propagator import install_request_id_generator
+from .. import compat
+from ..api import install_propagators
+from ..sdk.exporter import PostHogSpanExporter
+from ..sdk.processor import PostHogSpanProcessor
+from ..sdk.propagator import install_request_id_generator
 
 log = logging.getLogger("otel_posthog")
 
@@ -98,7 +98,7 @@ class PostHogConfigurator(compat.sdk_configurator_base()):  # type: ignore[misc]
             # declarative configuration (or an SDK whose configurator takes no components)
             # builds the SDK; configure() then adds the bridge to the provider it built
             self._configure_sdk(**kwargs)
-            from .api import configure
+            from ..api import configure
 
             configure()
             return
@@ -130,7 +130,7 @@ def check_selection() -> None:
     """``opentelemetry_post_instrument`` hook: warn when PostHog was wanted but not set up."""
     if not os.environ.get("POSTHOG_API_KEY") or _ran["configurator"]:
         return
-    from .exporter import live_exporters
+    from ..sdk.exporter import live_exporters
 
     effect = (
         "the posthog exporter sends events without identity, session or X-Request-ID"

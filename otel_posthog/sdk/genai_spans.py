@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import compat
-from .genai import OPERATION, http_child_facts, is_model_call
+from .. import compat
+from ..core.genai import OPERATION, http_child_facts, is_model_call
 from .request_state import RequestState
 
 

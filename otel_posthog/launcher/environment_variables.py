@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .settings import ENVIRONMENT_VARIABLES
+from ..core.settings import ENVIRONMENT_VARIABLES
 
 for _name in ENVIRONMENT_VARIABLES:
     if _name.startswith("OTEL_"):

@@ -18,10 +18,10 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
-from .spanview import CustomEvent, RequestFacts
+from ..core.spanview import CustomEvent, RequestFacts
 
 STATE_KEY = otel_context.create_key("otel-posthog-request")
-# a list in the ASGI scope that receives the request's state (otel_posthog.starlette_layer)
+# a list in the ASGI scope that receives the request's state (otel_posthog.sdk.starlette_layer)
 SCOPE_STATE_KEY = "otel_posthog.request"
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .headers import RESPONSE_HEADERS
+from ..core.headers import RESPONSE_HEADERS
 from .request_state import SCOPE_STATE_KEY, RequestState
 
 _installed = False
@@ -110,7 +110,7 @@ class ResponseIdLayer:
                     try:
                         _fix_headers(message, state)
                     except Exception as exc:
-                        from .runtime import STATS
+                        from ..counters import STATS
 
                         STATS.error("starlette_layer", exc)
             await send(message)

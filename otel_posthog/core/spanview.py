@@ -1,7 +1,7 @@
 """The neutral span view the mapping core reads, and the bridge's in-process request facts.
 
 Adapters build a :class:`SpanView` from whatever they hold (an SDK ``ReadableSpan``, an
-OTLP protobuf or JSON span) so the mapping in :mod:`otel_posthog.mapping` is written once.
+OTLP protobuf or JSON span) so the mapping in :mod:`otel_posthog.core.mapping` is written once.
 """
 
 from __future__ import annotations

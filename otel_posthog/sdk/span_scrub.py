@@ -5,7 +5,7 @@ The instrumentations record an exception on its span with ``Span.record_exceptio
 describe the error in ``Span.set_status`` (``"HTTPError: 500 ... for url: ...?api_key=..."``).
 With ``OTEL_POSTHOG_SCRUB_SECRETS`` on, the bridge wraps those two public methods of the
 SDK's ``Span`` class once per process so that the text they store is scrubbed by
-:mod:`otel_posthog.scrub`: the caller's attributes are passed on, the message and the
+:mod:`otel_posthog.core.scrub`: the caller's attributes are passed on, the message and the
 stack trace are given scrubbed (``record_exception`` lets explicit attributes override
 the ones it computes). Nothing is added to the common path but one call in
 ``set_status``. When the SDK's methods do not have the expected signature, nothing is
@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from .scrub import scrubber
+from ..core.scrub import scrubber
 
 _MESSAGE = "exception.message"
 _STACKTRACE = "exception.stacktrace"

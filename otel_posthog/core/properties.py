@@ -2,7 +2,7 @@
 
 The lower half of the pure core: request method and path, the person, session and request
 id (:func:`_correlate`), route properties, sampling, event uuids, timestamps and size caps.
-:mod:`otel_posthog.mapping` (request events) and :mod:`otel_posthog.genai` (LLM events)
+:mod:`otel_posthog.core.mapping` (request events) and :mod:`otel_posthog.core.genai` (LLM events)
 both build on it. No I/O; the module state is caches only (the timestamp of the current
 second, per-settings route properties) and the process's random sampling key.
 """
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from ._version import __version__
+from .._version import __version__
 from .headers import valid_uuid
 from .routes import endpoint_template, match_key
 from .settings import Settings
@@ -275,7 +275,7 @@ def _route_properties(
     """endpoint, method, environment, service, source, $lib, $lib_version (a dict the
     caller copies), the endpoint's slow threshold and whether it is excluded: built once
     per route and service. The endpoint is the route in the one template form of
-    :mod:`otel_posthog.routes`; thresholds and exclusions compare its match key."""
+    :mod:`otel_posthog.core.routes`; thresholds and exclusions compare its match key."""
     service = resource.get("service.name")
     env = settings.environment or _first(resource, _ENVIRONMENT)
     cache: dict[tuple[Any, ...], tuple[dict[str, Any], float, bool]] | None

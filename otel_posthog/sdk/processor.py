@@ -2,8 +2,8 @@
 
 ``on_start`` binds the request's :class:`RequestState` to its local-root SERVER span and
 resolves the person (cached, CPU only). ``on_end`` hands the finished span to the
-:class:`~otel_posthog.pipeline.Pipeline` (mapping and sending happen on its worker
-thread), or, when a :class:`~otel_posthog.exporter.PostHogSpanExporter` sends through
+:class:`~otel_posthog.sdk.pipeline.Pipeline` (mapping and sending happen on its worker
+thread), or, when a :class:`~otel_posthog.sdk.exporter.PostHogSpanExporter` sends through
 the same pipeline, leaves the request state held there for it (from ``on_start``): the
 exporter submits the span when the SDK exports it.
 """
@@ -19,25 +19,26 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from . import compat
-from .genai import OPERATION, input_tokens, output_tokens
+from .. import compat
+from ..core.genai import OPERATION, input_tokens, output_tokens
+from ..core.headers import valid_uuid
+from ..core.settings import Settings, resolve_settings
+from ..core.spanview import GenAIFacts
+from ..counters import STATS
+from ..transport import EventSender
 from .genai_spans import (
     GenAIRecord,
     GenAISpans,
     is_model_call,
     span_attributes,
 )
-from .headers import valid_uuid
 from .jwt_identity import JwtVerifier
 from .pipeline import Pipeline
 from .pipeline import flush_all as _flush_pipelines
 from .redaction import redact_span_urls
 from .request_state import LIVE, LiveRequests, RequestState, current_state
-from .runtime import STATS, resolved_person, set_current_settings, verified_person
+from .runtime import resolved_person, set_current_settings, verified_person
 from .sdk_span import is_local_root
-from .settings import Settings, resolve_settings
-from .spanview import GenAIFacts
-from .transport import EventSender
 
 log = logging.getLogger("otel_posthog")
 
@@ -55,7 +56,7 @@ _kind_and_parent = compat.kind_and_parent_reader()
 class PostHogSpanProcessor(SpanProcessor):
     """Makes ``api_request``, ``api_error`` and ``slow_request`` events from request spans.
 
-    Keyword arguments are settings (see :class:`otel_posthog.settings.Settings`); each
+    Keyword arguments are settings (see :class:`otel_posthog.core.settings.Settings`); each
     falls back to its environment variable, then its default.
     """
 

@@ -2,7 +2,7 @@
 
 Alone (any distro, e.g. ``OTEL_TRACES_EXPORTER=otlp,posthog``) it maps each finished
 local-root SERVER span from its attributes, like the OTLP receiver. Linked to a
-:class:`~otel_posthog.processor.PostHogSpanProcessor` (the PostHog configurator links
+:class:`~otel_posthog.sdk.processor.PostHogSpanProcessor` (the PostHog configurator links
 them; so does ``configure()`` when an exporter is already running) it sends through the
 processor's pipeline and claims from it each request's :class:`RequestState` (verified
 person, session, adopted request id, ``capture()`` events, client-call rollup) that the
@@ -21,12 +21,12 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from .genai import is_genai
+from ..core.genai import is_genai
+from ..core.settings import Settings, resolve_settings
+from ..core.spanview import GenAIFacts
+from ..counters import STATS
 from .pipeline import Pipeline
-from .runtime import STATS
 from .sdk_span import is_local_root
-from .settings import Settings, resolve_settings
-from .spanview import GenAIFacts
 
 if TYPE_CHECKING:
     from .processor import PostHogSpanProcessor

@@ -5,8 +5,8 @@ text_completion, generate_content), ``$ai_embedding`` (embeddings) or ``$ai_span
 tools, ...), with PostHog's ``$ai_*`` properties and the correlation of the request it ran
 in: the same person, session and ``request_id`` as its ``api_request``, and that
 ``request_id`` as ``$ai_trace_id``. No I/O: the in-process pipeline and the OTLP receiver
-both reach it through :func:`otel_posthog.mapping.map_span`, the adapters having put what
-they know beyond the span's attributes in :class:`~otel_posthog.spanview.GenAIFacts`.
+both reach it through :func:`otel_posthog.core.mapping.map_span`, the adapters having put what
+they know beyond the span's attributes in :class:`~otel_posthog.core.spanview.GenAIFacts`.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from . import compat
-from .spanview import ExceptionInfo, GenAIFacts, RequestFacts, SpanView
+from .. import compat
+from ..core.spanview import ExceptionInfo, GenAIFacts, RequestFacts, SpanView
 
 # by identity: hashing an Enum member runs Python code
 _KINDS = {id(kind): kind.name.lower() for kind in SpanKind}
@@ -24,7 +24,7 @@ def is_local_root(parent: Any) -> bool:
     """A span with this parent (an SDK ``SpanContext`` or None) is its process's root for the
     request: no parent, a remote one, or an invalid one. Only a local-root SERVER span makes
     request events; a nested one is left to it (the core's rule for a ``SpanView`` is in
-    :func:`otel_posthog.mapping.map_span`)."""
+    :func:`otel_posthog.core.mapping.map_span`)."""
     return parent is None or parent.is_remote or not parent.is_valid
 
 

@@ -2,10 +2,10 @@
 
 A :class:`Pipeline` owns the JWT verifier, the table of request states handed from the
 processor to the exporter, the span -> events function (:meth:`map_work`, where a
-finished SDK request span meets :func:`otel_posthog.mapping.map_span`; the OTLP receiver
+finished SDK request span meets :func:`otel_posthog.core.mapping.map_span`; the OTLP receiver
 has its own) and one :class:`EventSender`.
-:class:`~otel_posthog.processor.PostHogSpanProcessor` and
-:class:`~otel_posthog.exporter.PostHogSpanExporter` are adapters over it and know nothing
+:class:`~otel_posthog.sdk.processor.PostHogSpanProcessor` and
+:class:`~otel_posthog.sdk.exporter.PostHogSpanExporter` are adapters over it and know nothing
 of each other: both hand finished request spans to :meth:`Pipeline.submit`; when an
 exporter sends through the processor's pipeline, the processor only holds request states
 (:meth:`hold`) and the exporter claims them and submits, so a span never makes events twice.
@@ -20,16 +20,16 @@ from typing import NamedTuple
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from ..before_send import apply_before_send
+from ..core.mapping import Event, map_custom_events, map_span
+from ..core.settings import Settings
+from ..core.spanview import CustomEvent, GenAIFacts, SpanView
+from ..counters import STATS
+from ..transport import EventSender
 from . import asgi_routes, lifecycle
-from .before_send import apply_before_send
 from .jwt_identity import JwtVerifier
-from .mapping import Event, map_custom_events, map_span
 from .request_state import LiveRequests, RequestState
-from .runtime import STATS
 from .sdk_span import add_genai_span_facts, view_from_sdk_span
-from .settings import Settings
-from .spanview import CustomEvent, GenAIFacts, SpanView
-from .transport import EventSender
 
 log = logging.getLogger("otel_posthog")
 
@@ -90,7 +90,7 @@ class Pipeline:
             return
         spool = None
         if settings.spool_dir:
-            from .spool import open_spool
+            from ..spool import open_spool
 
             spool = open_spool(settings, required=False)  # the app never fails for it
         self.sender = EventSender(settings, self.map_work, spool=spool)

@@ -28,8 +28,8 @@ from typing import Any
 
 import jwt
 
-from .headers import sanitize
-from .settings import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, Settings
+from ..core.headers import sanitize
+from ..core.settings import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, Settings
 
 log = logging.getLogger("otel_posthog")
 
@@ -217,8 +217,8 @@ class JwksCache:
                 return
 
     def _fetch_guarded(self, done: threading.Event) -> None:
-        from .compat import suppressed_instrumentation
-        from .runtime import STATS
+        from ..compat import suppressed_instrumentation
+        from ..counters import STATS
 
         ok = False
         try:
@@ -299,7 +299,7 @@ class JwtVerifier:
         try:
             result, exp, definitive = self._verify(token, allow_fetch, cancel)
         except Exception as exc:
-            from .runtime import STATS
+            from ..counters import STATS
 
             STATS.error("jwt.verify", exc)
             result, exp, definitive = UNTRUSTED, None, False

@@ -87,7 +87,7 @@ class Settings:
     before_send: BeforeSend | None = None
 
     def __post_init__(self) -> None:
-        # routes are compared in one form (otel_posthog.routes.match_key): what a user copies
+        # routes are compared in one form (otel_posthog.core.routes.match_key): what a user copies
         # from an event's endpoint, or writes as the framework does, matches
         set_ = object.__setattr__  # a frozen dataclass
         set_(self, "excluded_routes", tuple(match_key(r) for r in self.excluded_routes))
@@ -102,7 +102,7 @@ class Settings:
         return bool(self.api_key)
 
     def threshold_for(self, route: str) -> float:
-        """The slow threshold of a route (any form :func:`~otel_posthog.routes.match_key` takes)."""
+        """The slow threshold of a route (any form :func:`~.routes.match_key` takes)."""
         return self.slow_request_thresholds.get(match_key(route), self.slow_request_threshold_ms)
 
 

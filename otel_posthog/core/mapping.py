@@ -1,8 +1,8 @@
 """The pure core: a finished :class:`SpanView` becomes PostHog events.
 
 Every rule about which span becomes which event lives here (request events) and in
-:mod:`otel_posthog.genai` (LLM events), on the shared properties of
-:mod:`otel_posthog.properties`. No I/O: the SDK span processor, the launcher exporter and
+:mod:`otel_posthog.core.genai` (LLM events), on the shared properties of
+:mod:`otel_posthog.core.properties`. No I/O: the SDK span processor, the launcher exporter and
 the OTLP receiver all call :func:`map_span`.
 """
 

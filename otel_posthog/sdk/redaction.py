@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from . import compat
+from .. import compat
 
 REDACTED = "REDACTED"
 _URL_KEYS = ("http.url", "url.full", "http.target")

@@ -2,7 +2,7 @@
 
 Pure functions (no I/O), run on the export worker when a request's ``api_error`` and
 ``$exception`` events are mapped, so the spool and PostHog only ever see the scrubbed
-text (and by :mod:`otel_posthog.span_scrub` when a span records an exception, for other
+text (and by :mod:`otel_posthog.sdk.span_scrub` when a span records an exception, for other
 exporters). What is masked (each replaced by ``REDACTED``; the words around it stay):
 
 * URL userinfo (``https://user:pass@host`` -> ``https://REDACTED@host``, DSNs such as

@@ -15,7 +15,7 @@ import atexit
 import logging
 from collections.abc import Callable
 
-from . import compat
+from .. import compat
 
 log = logging.getLogger("otel_posthog")
 _installed = False

@@ -1,7 +1,6 @@
-"""Process-wide pieces: counters and the active settings.
+"""The bridge's counters and queue depths (``otel_posthog.stats()``), optionally as OTel metrics.
 
-Small on purpose: the bridge's state lives in its processor; this module only holds what
-the propagators and helpers need without a reference to it.
+Shared by every layer that delivers: the in-process bridge, the OTLP receiver and delivery.
 """
 
 from __future__ import annotations
@@ -11,12 +10,7 @@ import os
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Protocol
-
-from .settings import ConfigError, Settings, resolve_settings
-
-if TYPE_CHECKING:
-    from .request_state import RequestState
+from typing import Any, Protocol
 
 log = logging.getLogger("otel_posthog")
 
@@ -157,38 +151,3 @@ def register_metrics(meter_provider: Any = None) -> None:
         ]
 
     meter.create_observable_gauge("otel_posthog.queue.depth", callbacks=[depths], unit="{event}")
-
-
-_settings: Settings | None = None
-
-
-def set_current_settings(settings: Settings) -> None:
-    global _settings
-    _settings = settings
-
-
-def current_settings() -> Settings:
-    """Settings of the configured bridge, else from the environment (defaults if invalid)."""
-    global _settings
-    if _settings is None:
-        try:
-            _settings = resolve_settings()
-        except ConfigError as exc:
-            log.error("otel_posthog: %s", exc)
-            _settings = Settings()
-    return _settings
-
-
-def verified_person(state: RequestState) -> str | None:
-    """The person this service trusts: ``identify()``, a verified JWT, or trusted baggage
-    (never the client's ``X-POSTHOG-DISTINCT-ID``). The only one ever propagated."""
-    return state.identified_id or state.jwt_distinct_id or state.baggage_distinct_id
-
-
-def resolved_person(state: RequestState) -> str | None:
-    return (
-        state.identified_id
-        or state.jwt_distinct_id
-        or state.baggage_distinct_id
-        or state.header_distinct_id
-    )
