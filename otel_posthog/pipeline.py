@@ -21,7 +21,7 @@ from typing import NamedTuple
 from opentelemetry.sdk.trace import ReadableSpan
 
 from . import asgi_routes, lifecycle
-from .before_send import apply_before_send
+from .delivery import EventSender, apply_before_send
 from .jwt_identity import JwtVerifier
 from .mapping import Event, map_custom_events, map_span
 from .request_state import LiveRequests, RequestState
@@ -29,7 +29,6 @@ from .runtime import STATS
 from .sdk_span import add_genai_span_facts, view_from_sdk_span
 from .settings import Settings
 from .spanview import CustomEvent, GenAIFacts, SpanView
-from .transport import EventSender
 
 log = logging.getLogger("otel_posthog")
 
@@ -90,7 +89,7 @@ class Pipeline:
             return
         spool = None
         if settings.spool_dir:
-            from .spool import open_spool
+            from .delivery import open_spool
 
             spool = open_spool(settings, required=False)  # the app never fails for it
         self.sender = EventSender(settings, self.map_work, spool=spool)

@@ -20,6 +20,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from . import compat
+from .delivery import EventSender
 from .genai import OPERATION, input_tokens, output_tokens
 from .genai_spans import (
     GenAIRecord,
@@ -37,7 +38,6 @@ from .runtime import STATS, resolved_person, set_current_settings, verified_pers
 from .sdk_span import is_local_root
 from .settings import Settings, resolve_settings
 from .spanview import GenAIFacts
-from .transport import EventSender
 
 log = logging.getLogger("otel_posthog")
 

@@ -131,7 +131,7 @@ def test_the_checker_sees_a_circle_and_lazy_imports():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     graph = _graph()
     assert "otel_posthog.mapping" in graph["otel_posthog.pipeline"]
-    assert "otel_posthog.spool" in graph["otel_posthog.pipeline"]  # a function-level import
+    assert "otel_posthog.span_scrub" in graph["otel_posthog.pipeline"]  # a function-level import
 
 
 def test_the_core_imports_no_adapter_no_sdk_and_does_no_io():
@@ -213,9 +213,9 @@ def test_a_spool_that_cannot_open_fails_the_receiver_but_never_the_app(tmp_path)
     problem, the in-process bridge counts it and delivers from memory."""
     import pytest
 
+    from otel_posthog.delivery.spool import Spool, open_spool
     from otel_posthog.runtime import STATS
     from otel_posthog.settings import resolve_settings
-    from otel_posthog.spool import Spool, open_spool
 
     blocked = tmp_path / "a-file"
     blocked.write_text("not a directory")

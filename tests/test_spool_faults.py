@@ -16,8 +16,8 @@ from pathlib import Path
 
 import requests
 
+from otel_posthog.delivery.spool import FILENAME, Spool
 from otel_posthog.runtime import STATS
-from otel_posthog.spool import FILENAME, Spool
 
 from .helpers import AppProcess, bridge_env
 from .reliability_fixtures import make_events

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .mapping import Event
-from .runtime import STATS
-from .settings import Settings
+from ..mapping import Event
+from ..runtime import STATS
+from ..settings import Settings
 
 
 def apply_before_send(events: list[Event], settings: Settings) -> list[Event]:

@@ -4,7 +4,7 @@ The request path only appends to a deque (no lock, no I/O). The worker maps queu
 to events (via a callable the owner gives it), batches them, and posts each batch with
 posthog-python's request layer (same wire format: ``api_key``, ``batch``, ``sent_at``,
 gzip), retrying network errors, 408, 429 and 5xx with exponential backoff that honours
-``Retry-After``; with a spool (:mod:`otel_posthog.spool`) failed batches go to disk and
+``Retry-After``; with a spool (:mod:`otel_posthog.delivery.spool`) failed batches go to disk and
 are re-sent from there. ``flush()``/``shutdown()`` keep their deadline: what is still in
 memory then goes to the spool. The worker runs with OpenTelemetry instrumentation
 suppressed, so the bridge's own HTTP calls never become spans or events. After
@@ -34,9 +34,9 @@ try:  # a dependency; the standard library is the fallback where no wheel instal
 except ImportError:  # pragma: no cover
     orjson = None  # type: ignore[assignment]
 
-from .compat import suppressed_instrumentation
-from .runtime import STATS
-from .settings import Settings
+from ..compat import suppressed_instrumentation
+from ..runtime import STATS
+from ..settings import Settings
 
 log = logging.getLogger("otel_posthog")
 
