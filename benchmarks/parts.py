@@ -73,7 +73,7 @@ def _switch_off(parts: set[str]) -> None:
 
 def export_fixture(count: int, part: str) -> None:
     """``count`` request spans through ``part`` of the export path (in this process)."""
-    from otel_posthog.delivery.sender import BatchPoster
+    from otel_posthog.delivery.poster import BatchPoster
     from otel_posthog.jwt_identity import JwtVerifier
     from otel_posthog.pipeline import Pipeline, SpanWork
     from otel_posthog.settings import Settings, resolve_settings
