@@ -156,6 +156,27 @@ def test_the_core_imports_no_adapter_no_sdk_and_does_no_io():
         assert not calls & NO_IO_CALLS, (name, calls & NO_IO_CALLS)
 
 
+# delivery sits on the core, the counters and compat; inside it, each part only on the ones below
+DELIVERY_ORDER = ["poster", "spool", "before_send", "policy", "sender"]
+
+
+def test_delivery_imports_no_adapter_and_its_parts_are_layered():
+    known = _modules()
+    delivery = {m for m in known if m.startswith(PACKAGE + ".delivery")}
+    assert {f"{PACKAGE}.delivery.{m}" for m in DELIVERY_ORDER} | {PACKAGE + ".delivery"} == delivery
+    below = CORE | {"otel_posthog.compat", "otel_posthog.runtime"}
+    for name in sorted(delivery):
+        imported = _imports(name, known[name], known)
+        inside = {m for m in imported if m.startswith(PACKAGE + ".") or m == PACKAGE}
+        assert inside <= below | delivery, (name, inside - below - delivery)
+        assert not [m for m in imported if m.startswith("opentelemetry.sdk")], name
+    for i, part in enumerate(DELIVERY_ORDER):
+        name = f"{PACKAGE}.delivery.{part}"
+        higher = {f"{PACKAGE}.delivery.{m}" for m in DELIVERY_ORDER[i + 1 :]}
+        imported = _imports(name, known[name], known)
+        assert not imported & (higher | {PACKAGE + ".delivery"}), (name, imported & higher)
+
+
 def _literals(path: pathlib.Path) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text())
     return [
