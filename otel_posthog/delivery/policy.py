@@ -122,16 +122,20 @@ class DeliveryPolicy:
     # -- one batch -----------------------------------------------------------------------
     def send(self, batch: list[Event], deadline: float | None) -> None:
         """Deliver ``batch`` (the in-flight one) by the strategy that applies now."""
-        if not self.spool_usable():
-            self._deliver(batch, deadline)
-            return
+        if self.spool_usable():
+            self._send_via_spool(batch, deadline)
+        else:
+            self._send_from_memory(batch, deadline)
+
+    def _send_via_spool(self, batch: list[Event], deadline: float | None) -> None:
+        """One post; a retryable failure puts the batch in the spool and PostHog on backoff."""
         inflight = self.inflight
         if time.monotonic() < self._down_until or self._spool_backlog:
             with inflight.lock:  # PostHog is down or older events wait: keep the order
                 if not inflight.release(batch) or self.store(batch, drop_on_failure=False):
                     return
                 inflight.batch = batch  # the spool failed: deliver this batch from memory
-            self._deliver(batch, deadline)
+            self._send_from_memory(batch, deadline)
             return
         err = self._post_once(batch, deadline)
         with inflight.lock:
@@ -147,7 +151,7 @@ class DeliveryPolicy:
             if self.store(batch, drop_on_failure=False):
                 return
             inflight.batch = batch  # the spool failed: retry this batch from memory
-        self._deliver(batch, deadline)
+        self._send_from_memory(batch, deadline)
 
     def _post_once(self, batch: list[Event], deadline: float | None) -> DeliveryError | None:
         timeout = self.settings.request_timeout_ms / 1000
@@ -189,8 +193,8 @@ class DeliveryPolicy:
         STATS.add("dropped", n)
         STATS.error(f"sender.rejected.{err}", err)
 
-    def _deliver(self, batch: list[Event], deadline: float | None) -> None:
-        """No spool: post with in-memory retries; what cannot be delivered is counted dropped."""
+    def _send_from_memory(self, batch: list[Event], deadline: float | None) -> None:
+        """Post with in-memory retries (no usable spool); what is not delivered is dropped."""
         attempt = 0
         while True:
             err = self._post_once(batch, deadline)
