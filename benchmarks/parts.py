@@ -74,9 +74,9 @@ def _switch_off(parts: set[str]) -> None:
 def export_fixture(count: int, part: str) -> None:
     """``count`` request spans through ``part`` of the export path (in this process)."""
     from otel_posthog.core.settings import Settings, resolve_settings
+    from otel_posthog.delivery.poster import BatchPoster
     from otel_posthog.sdk.jwt_identity import JwtVerifier
     from otel_posthog.sdk.pipeline import Pipeline, SpanWork
-    from otel_posthog.transport import BatchPoster
 
     from .worker import _freeze_fixtures, _request_spans, request_states
 

@@ -16,15 +16,7 @@ PACKAGE = "otel_posthog"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("otel_posthog.core", "otel_posthog._version")),
     ("compat", ("otel_posthog.compat", "otel_posthog.counters")),
-    (
-        "delivery",
-        (
-            "otel_posthog.delivery",
-            "otel_posthog.transport",
-            "otel_posthog.spool",
-            "otel_posthog.before_send",
-        ),
-    ),
+    ("delivery", ("otel_posthog.delivery",)),
     ("sdk", ("otel_posthog.sdk", "otel_posthog.api", "otel_posthog.cors")),
     ("launcher", ("otel_posthog.launcher",)),
     ("receiver", ("otel_posthog.receiver",)),
@@ -172,7 +164,9 @@ def test_the_checker_sees_a_circle_and_lazy_imports():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     graph = _graph()
     assert "otel_posthog.core.mapping" in graph["otel_posthog.sdk.pipeline"]
-    assert "otel_posthog.spool" in graph["otel_posthog.sdk.pipeline"]  # a function-level import
+    assert (
+        "otel_posthog.sdk.span_scrub" in graph["otel_posthog.sdk.pipeline"]
+    )  # a function-level import
 
 
 def test_the_core_imports_no_adapter_no_sdk_and_does_no_io():
@@ -200,6 +194,27 @@ def test_the_core_imports_no_adapter_no_sdk_and_does_no_io():
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
         }
         assert not calls & NO_IO_CALLS, (name, calls & NO_IO_CALLS)
+
+
+# delivery sits on the core, the counters and compat; inside it, each part only on the ones below
+DELIVERY_ORDER = ["poster", "spool", "before_send", "policy", "sender"]
+
+
+def test_delivery_imports_no_adapter_and_its_parts_are_layered():
+    known = _modules()
+    delivery = {m for m in known if m.startswith(PACKAGE + ".delivery")}
+    assert {f"{PACKAGE}.delivery.{m}" for m in DELIVERY_ORDER} | {PACKAGE + ".delivery"} == delivery
+    below = _core(known) | {"otel_posthog.compat", "otel_posthog.counters"}
+    for name in sorted(delivery):
+        imported = _imports(name, known[name], known)
+        inside = {m for m in imported if m.startswith(PACKAGE + ".") or m == PACKAGE}
+        assert inside <= below | delivery, (name, inside - below - delivery)
+        assert not [m for m in imported if m.startswith("opentelemetry.sdk")], name
+    for i, part in enumerate(DELIVERY_ORDER):
+        name = f"{PACKAGE}.delivery.{part}"
+        higher = {f"{PACKAGE}.delivery.{m}" for m in DELIVERY_ORDER[i + 1 :]}
+        imported = _imports(name, known[name], known)
+        assert not imported & (higher | {PACKAGE + ".delivery"}), (name, imported & higher)
 
 
 def _literals(path: pathlib.Path) -> list[tuple[int, str]]:
@@ -262,7 +277,7 @@ def test_a_spool_that_cannot_open_fails_the_receiver_but_never_the_app(tmp_path)
 
     from otel_posthog.core.settings import resolve_settings
     from otel_posthog.counters import STATS
-    from otel_posthog.spool import Spool, open_spool
+    from otel_posthog.delivery.spool import Spool, open_spool
 
     blocked = tmp_path / "a-file"
     blocked.write_text("not a directory")

@@ -22,9 +22,9 @@ import requests
 import otel_posthog
 from otel_posthog.core.settings import resolve_settings
 from otel_posthog.counters import STATS, register_metrics
+from otel_posthog.delivery.sender import EventSender
+from otel_posthog.delivery.spool import Spool
 from otel_posthog.sink.server import free_port
-from otel_posthog.spool import Spool
-from otel_posthog.transport import EventSender
 
 from .helpers import ROOT, VENV_BIN, AppProcess, bridge_env
 from .reliability_fixtures import Outage, SpanDriver, make_events, stats_delta

@@ -16,8 +16,8 @@ import pytest
 
 from otel_posthog.core.settings import resolve_settings
 from otel_posthog.counters import STATS
-from otel_posthog.spool import Spool
-from otel_posthog.transport import EventSender
+from otel_posthog.delivery.sender import EventSender
+from otel_posthog.delivery.spool import Spool
 
 from .reliability_fixtures import make_events, stats_delta
 
@@ -94,7 +94,7 @@ def test_a_written_event_survives_kill_9(tmp_path):
     code = textwrap.dedent(
         f"""
         import os, signal
-        from otel_posthog.spool import Spool
+        from otel_posthog.delivery.spool import Spool
         from tests.reliability_fixtures import make_events
         events = make_events(50, "killed")
         Spool(path={str(tmp_path)!r}).write(events)

@@ -17,7 +17,7 @@ from pathlib import Path
 import requests
 
 from otel_posthog.counters import STATS
-from otel_posthog.spool import FILENAME, Spool
+from otel_posthog.delivery.spool import FILENAME, Spool
 
 from .helpers import AppProcess, bridge_env
 from .reliability_fixtures import make_events

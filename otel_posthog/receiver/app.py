@@ -34,13 +34,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..before_send import apply_before_send
 from ..core.genai import link_batch
 from ..core.headers import bearer_token
 from ..core.mapping import Event, map_span
 from ..core.settings import Settings
 from ..counters import STATS
-from ..transport import EventSender
+from ..delivery import EventSender, apply_before_send
 from .body import BodyError, decode_content, read_body
 from .decode import Decoded, DecodeError, decode_json, decode_protobuf
 from .limits import Limits
@@ -57,7 +56,7 @@ _INVALID_ARGUMENT, _RESOURCE_EXHAUSTED, _UNAVAILABLE, _UNAUTHENTICATED = 3, 8, 1
 
 
 class ReceiverSender(EventSender):
-    """The transport's sender, plus how many more events its queue takes (backpressure).
+    """The delivery sender, plus how many more events its queue takes (backpressure).
 
     With ``OTEL_POSTHOG_SPOOL_DIR`` failed batches go to the on-disk spool, as in-process.
     """
@@ -65,7 +64,7 @@ class ReceiverSender(EventSender):
     def __init__(self, settings: Settings) -> None:
         spool = None
         if settings.spool_dir:
-            from ..spool import open_spool
+            from ..delivery import open_spool
 
             spool = open_spool(settings, required=True)  # the receiver's start fails
         super().__init__(settings, _already_events, spool=spool)

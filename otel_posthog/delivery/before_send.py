@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .core.mapping import Event
-from .core.settings import Settings
-from .counters import STATS
+from ..core.mapping import Event
+from ..core.settings import Settings
+from ..counters import STATS
 
 
 def apply_before_send(events: list[Event], settings: Settings) -> list[Event]:

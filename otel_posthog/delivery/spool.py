@@ -23,7 +23,7 @@ row is one event's full JSON, so a re-sent event keeps its original ``uuid`` and
   running) is moved aside as ``spool.sqlite3.corrupt-<UTC time>`` (kept for inspection,
   counted in ``spool_quarantined``, logged) and a new one is started. Other errors (a
   read-only or full disk) are raised with SQLite's own message; the sender then delivers
-  from memory (see :mod:`otel_posthog.transport`).
+  from memory (see :mod:`otel_posthog.delivery.sender`).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .core.settings import Settings
-from .counters import STATS
+from ..core.settings import Settings
+from ..counters import STATS
 
 log = logging.getLogger("otel_posthog")
 
