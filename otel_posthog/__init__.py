@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .processor import PostHogSpanProcessor
     from .propagator import PostHogPropagator, PostHogResponsePropagator
     from .settings import ConfigError, Settings, resolve_settings
+    from .starlette_layer import PostHogASGIMiddleware
 
 # public name -> the module that defines it
 _LAZY = {
@@ -29,6 +30,7 @@ _LAZY = {
     "PostHogSpanProcessor": ".processor",
     "PostHogPropagator": ".propagator",
     "PostHogResponsePropagator": ".propagator",
+    "PostHogASGIMiddleware": ".starlette_layer",
     "ConfigError": ".settings",
     "Settings": ".settings",
     "resolve_settings": ".settings",
@@ -44,6 +46,7 @@ __all__ = [
     "PostHogSpanProcessor",
     "PostHogPropagator",
     "PostHogResponsePropagator",
+    "PostHogASGIMiddleware",
     "ConfigError",
     "Settings",
     "resolve_settings",

@@ -125,7 +125,8 @@ PY = str(VENV_BIN / "python")
 PROBE = (
     "from opentelemetry import trace, propagate; "
     "p = trace.get_tracer_provider(); "
-    "print('processor', hasattr(p, '_otel_posthog_processor')); "
+    "from otel_posthog.api import processor_of; "
+    "print('processor', processor_of(p) is not None); "
     "flat = lambda p: [m for x in getattr(p, '_propagators', [p]) for m in "
     "(flat(x) if hasattr(x, '_propagators') else [x])]; "
     "print('propagators', [type(x).__name__ for x in flat(propagate.get_global_textmap())])"
