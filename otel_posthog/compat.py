@@ -232,6 +232,22 @@ def no_events_reader() -> Callable[[Any], bool]:
     return _private_no_events if sdk_probe().event_deque else _public_no_events
 
 
+def wrap_span_setters(
+    span: Any,
+    set_one: Callable[[Callable[[str, Any], None]], Callable[[str, Any], None]],
+    set_many: Callable[[Callable[[Any], None]], Callable[[Any], None]],
+) -> bool:
+    """This span's later ``set_attribute`` / ``set_attributes`` calls go through
+    ``set_one(original)`` / ``set_many(original)`` (an instance attribute shadows the
+    class's method; probe: the span takes instance attributes). False, nothing wrapped,
+    under the public switch: the span then keeps what is set later as it is given."""
+    if PUBLIC_ONLY or not isinstance(getattr(span, "__dict__", None), dict):
+        return False
+    span.set_attribute = set_one(span.set_attribute)
+    span.set_attributes = set_many(span.set_attributes)
+    return True
+
+
 # -- the SDK's configurator (opentelemetry-sdk) -------------------------------------------
 _COMPONENT_KWARGS = ("span_processors", "export_span_processor", "exporter_args_map")
 
