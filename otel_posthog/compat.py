@@ -1,14 +1,18 @@
 """Every reliance on a private name of opentelemetry or starlette, behind one door.
 
-Each fast path here reads (never writes) something the libraries do not promise: a
-private field of the SDK's span, the SDK's configurator internals, the members of a
-``CompositePropagator``, Starlette's router lifespan. Each is decided once, by a feature
-probe against the installed library (the SDK probes run on first use, so the CLI
-commands that need no SDK load none), and each has a public-API fallback used when the
-probe fails.
+Each fast path here either reads something the libraries do not promise (a private field
+of the SDK's span, the SDK's configurator internals, the members of a
+``CompositePropagator``) or patches one of their classes or objects (the SDK's id
+generator object, Starlette's middleware stack and router lifespan; and, with public
+names only and no public alternative, the SDK span's error methods and a span's
+attribute setters, which keep secrets from other exporters). Each is decided by a
+feature probe against the installed library, once where it can be (the SDK probes run
+on first use, so the CLI commands that need no SDK load none), and each has a public-API
+fallback used when the probe fails.
 
-``OTEL_POSTHOG_COMPAT=public`` (a diagnostic, not a setting) forces every fallback; CI
-runs the integration tests once that way (``make test-public-api``).
+``OTEL_POSTHOG_COMPAT=public`` (a diagnostic, not a setting) forces every fallback but
+those two secret-keeping wraps; CI runs the integration tests once that way
+(``make test-public-api``).
 """
 
 from __future__ import annotations
@@ -240,8 +244,12 @@ def wrap_span_setters(
     """This span's later ``set_attribute`` / ``set_attributes`` calls go through
     ``set_one(original)`` / ``set_many(original)`` (an instance attribute shadows the
     class's method; probe: the span takes instance attributes). False, nothing wrapped,
-    under the public switch: the span then keeps what is set later as it is given."""
-    if PUBLIC_ONLY or not isinstance(getattr(span, "__dict__", None), dict):
+    when it does not: the span then keeps what is set later as it is given.
+
+    Public names only, on the span the ``SpanProcessor`` API hands to ``on_start``, and
+    no public alternative (a span cannot be changed once it ended): kept under the
+    public switch, which would otherwise let query secrets reach other exporters."""
+    if not isinstance(getattr(span, "__dict__", None), dict):
         return False
     span.set_attribute = set_one(span.set_attribute)
     span.set_attributes = set_many(span.set_attributes)
@@ -380,11 +388,11 @@ def wrap_span_error_methods(
 
     Both are public methods, but replacing them patches a library class: probed (the
     ``record_exception`` signature the wrapper forwards to; ``set_status`` is called as
-    ``(self, status, description)``, its documented form) and off under the public switch,
-    where the SDK's methods stay as they are (False).
+    ``(self, status, description)``, its documented form); when the probe fails the SDK's
+    methods stay as they are (False). Public names only and no public alternative (a
+    recorded event cannot be changed): kept under the public switch, which would
+    otherwise let secrets in exception text reach other exporters.
     """
-    if PUBLIC_ONLY:
-        return False
     try:
         from opentelemetry.sdk.trace import Span
 

@@ -7,10 +7,9 @@ so the bridge wraps the request (SERVER) or outbound (CLIENT) span's
 ``set_attribute`` to keep parameter names and replace values with ``REDACTED`` (the
 OpenTelemetry instrumentations' own convention). ``OTEL_POSTHOG_REDACT_QUERY=false``
 turns it off. The wrap of a span's methods is
-:func:`otel_posthog.compat.wrap_span_setters`; where it is off
-(``OTEL_POSTHOG_COMPAT=public``) the values present when the span starts are redacted,
-values set again later reach other exporters as given (PostHog events never carry a
-query string: :func:`otel_posthog.properties.request_path`).
+:func:`otel_posthog.compat.wrap_span_setters` (probed: where a span takes no instance
+attributes, only the values present when it starts are redacted; PostHog events never
+carry a query string: :func:`otel_posthog.properties.request_path`).
 """
 
 from __future__ import annotations

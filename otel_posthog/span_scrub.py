@@ -9,8 +9,7 @@ SDK's ``Span`` class once per process so that the text they store is scrubbed by
 stack trace are given scrubbed (``record_exception`` lets explicit attributes override
 the ones it computes). Nothing is added to the common path but one call in
 ``set_status``. The class patch itself is :func:`otel_posthog.compat.wrap_span_error_methods`
-(probed; off under ``OTEL_POSTHOG_COMPAT=public``): when it is not applied, nothing is
-wrapped (and :func:`install` says so).
+(probed): when the probe fails, nothing is wrapped (and :func:`install` says so).
 """
 
 from __future__ import annotations
@@ -83,8 +82,8 @@ def install(extra: tuple[str, ...] = ()) -> bool:
     """Wrap the SDK span's ``record_exception`` and ``set_status``; True when in place.
 
     False when :mod:`otel_posthog.compat` keeps the SDK's methods (a signature it does not
-    know, or ``OTEL_POSTHOG_COMPAT=public``): PostHog events are still scrubbed (by the
-    mapping), other exporters then get the text as the app recorded it (logged once).
+    know): PostHog events are still scrubbed (by the mapping), other exporters then get
+    the text as the app recorded it (logged once).
     """
     global _installed, _extra
     _extra = tuple(extra)

@@ -277,24 +277,17 @@ def test_identity_attributes_respect_the_sdks_span_limits():
 
 
 def test_query_values_are_redacted_now_and_when_set_again():
-    """Both semconv generations; the wrapper is installed only when something needs it.
-    Under ``OTEL_POSTHOG_COMPAT=public`` (no wrapper) only the values present at the start
-    are redacted."""
+    """Both semconv generations; the wrapper is installed only when something needs it."""
     from opentelemetry.sdk.trace import TracerProvider
 
-    from otel_posthog import compat
     from otel_posthog.redaction import redact_span_urls
 
-    public = compat.PUBLIC_ONLY
     tracer = TracerProvider().get_tracer("t")
     old = tracer.start_span("s", attributes={"http.url": "http://h/p?token=abc&x=1"})
     redact_span_urls(old)
     assert old.attributes["http.url"] == "http://h/p?token=REDACTED&x=REDACTED"
     old.set_attribute("http.target", "/p?token=abc")  # set again by the instrumentation
-    assert old.attributes["http.target"] == ("/p?token=abc" if public else "/p?token=REDACTED")
-    if public:
-        assert "set_attribute" not in vars(old)
-        return
+    assert old.attributes["http.target"] == "/p?token=REDACTED"
     new = tracer.start_span("s", attributes={"url.path": "/p", "url.query": "token=abc"})
     redact_span_urls(new)
     assert new.attributes["url.query"] == "token=REDACTED"
