@@ -41,7 +41,8 @@ OLDEST := .venv-oldest
 OLDEST_TESTS := tests/test_mapping.py tests/test_bridge.py tests/test_existing_setup.py \
 	tests/test_launcher.py tests/test_id_generator.py tests/test_receiver_parity.py \
 	tests/test_outbound.py tests/test_jwt_identity.py tests/test_identity_hops.py \
-	tests/test_stats.py tests/test_bridge_process.py tests/test_compat.py
+	tests/test_stats.py tests/test_bridge_process.py tests/test_compat.py \
+	tests/test_starlette_layer.py
 $(OLDEST)/.installed: pyproject.toml .ci/oldest-constraints.txt
 	$(PY) -m venv $(OLDEST)
 	$(OLDEST)/bin/pip install -q --upgrade pip

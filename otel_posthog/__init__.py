@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .counters import register_metrics
     from .sdk.processor import PostHogSpanProcessor
     from .sdk.propagator import PostHogPropagator, PostHogResponsePropagator
+    from .sdk.starlette_layer import PostHogASGIMiddleware
 
 # public name -> the module that defines it
 _LAZY = {
@@ -30,6 +31,7 @@ _LAZY = {
     "PostHogSpanProcessor": ".sdk.processor",
     "PostHogPropagator": ".sdk.propagator",
     "PostHogResponsePropagator": ".sdk.propagator",
+    "PostHogASGIMiddleware": ".sdk.starlette_layer",
     "ConfigError": ".core.settings",
     "Settings": ".core.settings",
     "resolve_settings": ".core.settings",
@@ -46,6 +48,7 @@ __all__ = [
     "PostHogSpanProcessor",
     "PostHogPropagator",
     "PostHogResponsePropagator",
+    "PostHogASGIMiddleware",
     "ConfigError",
     "Settings",
     "resolve_settings",

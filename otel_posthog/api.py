@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from .sdk.processor import PostHogSpanProcessor
 from .sdk.propagator import (
     PostHogPropagator,
     PostHogResponsePropagator,
+    RequestIdGenerator,
     install_request_id_generator,
 )
 from .sdk.request_state import current_state
@@ -46,14 +48,14 @@ def configure(
         if isinstance(current, TracerProvider):
             provider = current
         else:
-            provider = TracerProvider()
+            provider = TracerProvider(id_generator=RequestIdGenerator())
             trace.set_tracer_provider(provider)
-    existing = getattr(provider, "_otel_posthog_processor", None)
-    if isinstance(existing, PostHogSpanProcessor):
+    existing = processor_of(provider)
+    if existing is not None:
         return existing
     processor = PostHogSpanProcessor(**settings)
     provider.add_span_processor(processor)
-    provider._otel_posthog_processor = processor  # type: ignore[attr-defined]
+    remember_processor(provider, processor)
     from .sdk.exporter import unlinked_exporters
 
     for exporter in unlinked_exporters():  # OTEL_TRACES_EXPORTER=posthog under another distro
@@ -61,6 +63,25 @@ def configure(
     install_request_id_generator(provider)
     install_propagators()
     return processor
+
+
+_PROCESSORS: weakref.WeakKeyDictionary[Any, PostHogSpanProcessor] = weakref.WeakKeyDictionary()
+
+
+def processor_of(provider: Any) -> PostHogSpanProcessor | None:
+    """The bridge's processor on ``provider`` (added by :func:`configure` or the
+    configurator), None if none."""
+    try:
+        return _PROCESSORS.get(provider)
+    except TypeError:  # not weak-referenceable
+        return None
+
+
+def remember_processor(provider: Any, processor: PostHogSpanProcessor) -> None:
+    try:
+        _PROCESSORS[provider] = processor
+    except TypeError:
+        log.debug("otel_posthog: %r cannot be weak-referenced", type(provider).__name__)
 
 
 def install_propagators() -> None:

@@ -1,14 +1,18 @@
 """Every reliance on a private name of opentelemetry or starlette, behind one door.
 
-Each fast path here reads (never writes) something the libraries do not promise: a
-private field of the SDK's span, the SDK's configurator internals, the members of a
-``CompositePropagator``, Starlette's router lifespan. Each is decided once, by a feature
-probe against the installed library (the SDK probes run on first use, so the CLI
-commands that need no SDK load none), and each has a public-API fallback used when the
-probe fails.
+Each fast path here either reads something the libraries do not promise (a private field
+of the SDK's span, the SDK's configurator internals, the members of a
+``CompositePropagator``) or patches one of their classes or objects (the SDK's id
+generator object, Starlette's middleware stack and router lifespan; and, with public
+names only and no public alternative, the SDK span's error methods and a span's
+attribute setters, which keep secrets from other exporters). Each is decided by a
+feature probe against the installed library, once where it can be (the SDK probes run
+on first use, so the CLI commands that need no SDK load none), and each has a public-API
+fallback used when the probe fails.
 
-``OTEL_POSTHOG_COMPAT=public`` (a diagnostic, not a setting) forces every fallback; CI
-runs the integration tests once that way (``make test-public-api``).
+``OTEL_POSTHOG_COMPAT=public`` (a diagnostic, not a setting) forces every fallback but
+those two secret-keeping wraps; CI runs the integration tests once that way
+(``make test-public-api``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import functools
 import inspect
 import logging
 import os
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -231,6 +236,26 @@ def no_events_reader() -> Callable[[Any], bool]:
     return _private_no_events if sdk_probe().event_deque else _public_no_events
 
 
+def wrap_span_setters(
+    span: Any,
+    set_one: Callable[[Callable[[str, Any], None]], Callable[[str, Any], None]],
+    set_many: Callable[[Callable[[Any], None]], Callable[[Any], None]],
+) -> bool:
+    """This span's later ``set_attribute`` / ``set_attributes`` calls go through
+    ``set_one(original)`` / ``set_many(original)`` (an instance attribute shadows the
+    class's method; probe: the span takes instance attributes). False, nothing wrapped,
+    when it does not: the span then keeps what is set later as it is given.
+
+    Public names only, on the span the ``SpanProcessor`` API hands to ``on_start``, and
+    no public alternative (a span cannot be changed once it ended): kept under the
+    public switch, which would otherwise let query secrets reach other exporters."""
+    if not isinstance(getattr(span, "__dict__", None), dict):
+        return False
+    span.set_attribute = set_one(span.set_attribute)
+    span.set_attributes = set_many(span.set_attributes)
+    return True
+
+
 # -- the SDK's configurator (opentelemetry-sdk) -------------------------------------------
 _COMPONENT_KWARGS = ("span_processors", "export_span_processor", "exporter_args_map")
 
@@ -297,11 +322,133 @@ def members_of(propagator: Any) -> list[Any]:
     return [propagator]
 
 
+# -- the SDK's id generator (opentelemetry-sdk) --------------------------------------------
+_WRAPPED_GENERATORS: weakref.WeakSet[Any] = weakref.WeakSet()
+TraceIdMethods = tuple[Callable[[], int], Callable[[], bool]]
+
+
+def wrap_id_generator(
+    provider: Any,
+    is_ours: Callable[[Any], bool],
+    wrap: Callable[[Any], Any],
+    wrap_methods: Callable[[Callable[[], int], Callable[[], bool]], TraceIdMethods],
+) -> str:
+    """Route ``provider``'s trace ids through the bridge's generator; idempotent.
+
+    Fast path: the generator instance the provider holds gets ``wrap_methods``' versions of
+    its ``generate_trace_id`` / ``is_trace_id_random``, so tracers handed out before this
+    call use them too (probe: both are callables and the instance takes attributes).
+    Public fallback: ``provider.id_generator`` (the attribute ``TracerProvider`` stores its
+    ``id_generator`` argument in) becomes ``wrap(generator)``, read by every tracer
+    obtained afterwards. Returns ``"patched"``, ``"replaced"``, ``"ours"`` or ``"none"``.
+    """
+    generator = getattr(provider, "id_generator", None)
+    if generator is None:
+        return "none"
+    if is_ours(generator) or generator in _WRAPPED_GENERATORS:
+        return "ours"
+    if not PUBLIC_ONLY and _takes_method_wrappers(generator):
+        generate, is_random = wrap_methods(
+            generator.generate_trace_id, generator.is_trace_id_random
+        )
+        generator.generate_trace_id = generate
+        generator.is_trace_id_random = is_random
+        _WRAPPED_GENERATORS.add(generator)
+        return "patched"
+    try:
+        provider.id_generator = wrap(generator)
+    except (AttributeError, TypeError) as exc:
+        log.warning("otel_posthog: X-Request-ID cannot become the trace id here (%r)", exc)
+        return "none"
+    return "replaced"
+
+
+def _takes_method_wrappers(generator: Any) -> bool:
+    try:
+        weakref.ref(generator)
+    except TypeError:
+        return False
+    return (
+        isinstance(getattr(generator, "__dict__", None), dict)
+        and callable(getattr(generator, "generate_trace_id", None))
+        and callable(getattr(generator, "is_trace_id_random", None))
+    )
+
+
+# -- the SDK's span methods (opentelemetry-sdk) ---------------------------------------------
+_RECORD_EXCEPTION_PARAMS = ["self", "exception", "attributes", "timestamp", "escaped"]
+
+
+def wrap_span_error_methods(
+    record_exception: Callable[[Callable[..., None]], Callable[..., None]],
+    set_status: Callable[[Callable[..., None]], Callable[..., None]],
+) -> bool:
+    """Replace the SDK ``Span`` class's ``record_exception`` and ``set_status`` by
+    ``record_exception(original)`` / ``set_status(original)``, once per process.
+
+    Both are public methods, but replacing them patches a library class: probed (the
+    ``record_exception`` signature the wrapper forwards to; ``set_status`` is called as
+    ``(self, status, description)``, its documented form); when the probe fails the SDK's
+    methods stay as they are (False). Public names only and no public alternative (a
+    recorded event cannot be changed): kept under the public switch, which would
+    otherwise let secrets in exception text reach other exporters.
+    """
+    try:
+        from opentelemetry.sdk.trace import Span
+
+        original_record = Span.record_exception
+        original_status = Span.set_status
+        if getattr(original_record, "__otel_posthog_wrapped__", False):
+            return True
+        if list(inspect.signature(original_record).parameters) != _RECORD_EXCEPTION_PARAMS:
+            return False
+        if list(inspect.signature(original_status).parameters)[:1] != ["self"]:
+            return False
+    except Exception:
+        return False
+    new_record = functools.wraps(original_record)(record_exception(original_record))
+    new_status = functools.wraps(original_status)(set_status(original_status))
+    new_record.__otel_posthog_wrapped__ = True  # type: ignore[attr-defined]
+    Span.record_exception = new_record  # type: ignore[method-assign]
+    Span.set_status = new_status  # type: ignore[method-assign]
+    return True
+
+
 # -- Starlette ------------------------------------------------------------------------------
-def hook_starlette_lifespan(on_shutdown: Callable[[], None]) -> bool:
-    """Run ``on_shutdown`` (in an executor) before Starlette's router reports
-    ``lifespan.shutdown.complete``; False when Starlette is absent or its router's
-    ``lifespan(self, scope, receive, send)`` is not there to wrap."""
+def hook_starlette_middleware_stack(wrap: Callable[[Any, Any], Any]) -> bool:
+    """Every stack ``Starlette.build_middleware_stack`` builds passes ``wrap(app, stack)``
+    (an undocumented method): probed as a plain ``(self)`` function; False (nothing
+    wrapped) under the public switch or without Starlette. The public fallback is the
+    ASGI middleware the app wraps itself in (:class:`otel_posthog.PostHogASGIMiddleware`).
+    """
+    if PUBLIC_ONLY:
+        return False
+    try:
+        from starlette.applications import Starlette
+    except ImportError:
+        return False
+    original = getattr(Starlette, "build_middleware_stack", None)
+    if getattr(original, "__otel_posthog_wrapped__", False):
+        return True
+    try:
+        if original is None or list(inspect.signature(original).parameters) != ["self"]:
+            return False
+    except (TypeError, ValueError):
+        return False
+
+    def build_middleware_stack(self: Any) -> Any:
+        return wrap(self, original(self))
+
+    build_middleware_stack.__otel_posthog_wrapped__ = True  # type: ignore[attr-defined]
+    Starlette.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
+    return True
+
+
+def hook_starlette_lifespan(wrap_send: Callable[[Any], Any]) -> bool:
+    """Starlette's router runs its lifespan with ``wrap_send(send)`` (which runs the
+    bridge's flush before ``lifespan.shutdown.complete``); False when Starlette is absent,
+    its router's ``lifespan(self, scope, receive, send)`` is not there to wrap, or under
+    the public switch (then :class:`otel_posthog.PostHogASGIMiddleware` does it)."""
     if PUBLIC_ONLY:
         return False
     try:
@@ -311,6 +458,8 @@ def hook_starlette_lifespan(on_shutdown: Callable[[], None]) -> bool:
     original = getattr(Router, "lifespan", None)
     if original is None or not inspect.iscoroutinefunction(original):
         return False
+    if getattr(original, "__otel_posthog_wrapped__", False):
+        return True
     try:
         params = list(inspect.signature(original).parameters)
     except (TypeError, ValueError):
@@ -318,19 +467,10 @@ def hook_starlette_lifespan(on_shutdown: Callable[[], None]) -> bool:
     if params != ["self", "scope", "receive", "send"]:
         return False
 
-    import asyncio
-
     async def lifespan(self: Any, scope: Any, receive: Any, send: Any) -> None:
-        async def send_after_flush(message: Any) -> None:
-            if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                try:
-                    await asyncio.get_running_loop().run_in_executor(None, on_shutdown)
-                except Exception as exc:
-                    log.warning("otel_posthog: flush at shutdown failed: %r", exc)
-            await send(message)
+        await original(self, scope, receive, wrap_send(send))
 
-        await original(self, scope, receive, send_after_flush)
-
+    lifespan.__otel_posthog_wrapped__ = True  # type: ignore[attr-defined]
     Router.lifespan = lifespan  # type: ignore[method-assign]
     return True
 

@@ -129,8 +129,9 @@ def bridge_env(sink, **extra: str) -> dict[str, str]:
 
 
 # OTEL_POSTHOG_COMPAT=public (make test-public-api) turns off otel_posthog.compat's
-# Starlette lifespan hook: the flush at a server's SIGTERM then falls back to atexit, which
-# uvicorn's re-raised signal skips (docs/architecture.md)
+# Starlette lifespan hook: the flush at a server's SIGTERM then needs the app wrapped in
+# PostHogASGIMiddleware (test_framework_starlette, both modes), else falls back to atexit,
+# which uvicorn's re-raised signal skips (docs/architecture.md). These apps are zero code.
 needs_lifespan_hook = pytest.mark.skipif(
     os.environ.get("OTEL_POSTHOG_COMPAT", "").strip().lower() == "public",
     reason="the SIGTERM flush needs the Starlette lifespan hook (off: OTEL_POSTHOG_COMPAT=public)",

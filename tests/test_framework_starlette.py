@@ -8,6 +8,7 @@ asgi-correlation-id's middleware is added after the app is built, so it sets its
 
 from __future__ import annotations
 
+import pytest
 from websockets.sync.client import connect
 
 from .framework_support import (
@@ -78,3 +79,35 @@ def test_starlette_under_uvicorn(sink):
     assert with_trace.properties["response_request_id"] == request_ids(traced)[0]
     # a WebSocket connection makes no request events
     assert not [e for e in events if e.event in REQUEST_EVENTS and e.properties["path"] == "/ws"]
+
+
+@pytest.mark.parametrize("compat", ["", "public"], ids=["fast", "public"])
+def test_starlette_wrapped_in_the_public_middleware(sink, compat):
+    """The public fallback of the Starlette hooks: the app wrapped in
+    ``PostHogASGIMiddleware``. Under ``OTEL_POSTHOG_COMPAT=public`` (no hook, the SDK's
+    configurator without component arguments) the escaped exception's 500 still carries
+    the request id, and the events still leave at the SIGTERM shutdown: the bridge's
+    processor sends each request span at its end (a batched posthog exporter would hold
+    them for ``OTEL_BSP_SCHEDULE_DELAY``), and the middleware flushes at the lifespan
+    shutdown."""
+    env = framework_env(sink, OTEL_POSTHOG_COMPAT=compat, OTEL_BSP_SCHEDULE_DELAY="600000")
+    app = AppProcess(env, argv=uvicorn_argv("tests.apps.starlette_wrapped:app")).start()
+    auth = {"Authorization": f"Bearer {token('user_wrapped')}"}
+    try:
+        item = get(app, "/items/3", headers=auth)
+        boom = get(app, "/boom", headers={**auth, "Origin": "http://localhost:5173"})
+    finally:
+        events = stop_and_collect(app, sink)
+
+    for response in (item, boom):  # one X-Request-ID, one traceresponse
+        assert len(request_ids(response)) == 1, response.url
+        assert len(response.raw.headers.getlist("traceresponse")) == 1, response.url
+    request = one(events, "api_request", path="/items/3")
+    assert request.distinct_id == "user_wrapped"
+    assert request.properties["request_id"] == request_ids(item)[0]
+    assert boom.status_code == 500
+    assert "X-Request-ID" in boom.headers["Access-Control-Expose-Headers"]
+    for name in ("api_request", "api_error"):
+        event = one(events, name, path="/boom")
+        assert event.properties["request_id"] == request_ids(boom)[0]
+        assert boom.headers["traceresponse"].split("-")[1] == event.properties["$trace_id"]

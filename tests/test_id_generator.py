@@ -69,3 +69,32 @@ def test_wrapped_generator_forwards_the_inner_answer():
     tracer = TracerProvider(id_generator=generator).get_tracer("t")
     with tracer.start_as_current_span("s") as span:
         assert not span.get_span_context().trace_flags.random_trace_id
+
+
+def test_configure_builds_its_provider_with_the_request_id_generator():
+    """No provider set: ``configure()`` passes ``id_generator=RequestIdGenerator()`` to the
+    one it creates (public API, nothing patched, in either compat mode)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import otel_posthog\n"
+        "from opentelemetry import trace\n"
+        "from otel_posthog.api import processor_of\n"
+        "processor = otel_posthog.configure()\n"
+        "provider = trace.get_tracer_provider()\n"
+        "print(type(provider.id_generator).__name__, processor_of(provider) is processor,\n"
+        "      otel_posthog.configure() is processor)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTHOG_", "OTEL_"))}
+    for mode in ("", "public"):
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            env={**env, "OTEL_POSTHOG_COMPAT": mode},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["RequestIdGenerator", "True", "True"], mode

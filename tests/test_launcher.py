@@ -125,7 +125,8 @@ PY = str(VENV_BIN / "python")
 PROBE = (
     "from opentelemetry import trace, propagate; "
     "p = trace.get_tracer_provider(); "
-    "print('processor', hasattr(p, '_otel_posthog_processor')); "
+    "from otel_posthog.api import processor_of; "
+    "print('processor', processor_of(p) is not None); "
     "flat = lambda p: [m for x in getattr(p, '_propagators', [p]) for m in "
     "(flat(x) if hasattr(x, '_propagators') else [x])]; "
     "print('propagators', [type(x).__name__ for x in flat(propagate.get_global_textmap())])"
@@ -265,3 +266,15 @@ def test_posthog_exporter_under_the_stock_distro_works_and_warns(sink):
     ]
     assert "runs without the PostHog span processor" in output
     assert "OTEL_PYTHON_DISTRO=posthog" in output
+
+
+def test_public_configurator_path_sends_each_request_when_it_ends(sink):
+    """Where the SDK's configurator takes no bridge components (forced here with
+    ``OTEL_POSTHOG_COMPAT=public``), the SDK builds the provider without the posthog
+    exporter, which its ``BatchSpanProcessor`` would hold for ``OTEL_BSP_SCHEDULE_DELAY``:
+    the bridge's processor sends each request when it ends, while the server runs."""
+    env = launcher_env(sink, OTEL_POSTHOG_COMPAT="public", OTEL_BSP_SCHEDULE_DELAY="600000")
+    with AppProcess(env, argv=uvicorn_argv(PLAIN_APP)) as app:
+        ids = _many_requests(app.url, 3)
+        _assert_one_event_each(sink, ids)  # before the shutdown flush
+    assert "Traceback" not in app.output()

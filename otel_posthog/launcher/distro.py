@@ -12,17 +12,19 @@ standard way (same environment variables) and adds to the provider it builds:
   span start before any exporter sees it end;
 * an id generator that makes a UUID ``X-Request-ID`` the trace id (around the configured
   ``OTEL_PYTHON_ID_GENERATOR``);
-
-It extends the SDK's configurator (``_OTelSDKConfigurator``, the class the SDK asks
-distros to subclass) through its one hook, ``_configure(**kwargs)``, which passes span
-processors, the export processor factory and exporter arguments on to the components it
-builds; where the SDK does not take them (:mod:`otel_posthog.compat` probes it) or
-``OTEL_CONFIG_FILE`` is set, the SDK builds everything and ``configure()`` adds the bridge
-to the provider it built.
 * the ``posthog`` exporter in a ``SimpleSpanProcessor`` (its ``export`` only appends to
   the pipeline's in-memory queue), linked to the processor: one pipeline, one event per
   span. Other exporters keep the standard ``BatchSpanProcessor``;
 * the response propagator that sets ``X-Request-ID``.
+
+It extends the SDK's configurator (``_OTelSDKConfigurator``, the class the SDK asks
+distros to subclass) through its one hook, ``_configure(**kwargs)``, which passes span
+processors, the export processor factory and exporter arguments on to the components it
+builds. Where the SDK does not take them (:mod:`otel_posthog.compat` probes it), the SDK
+builds everything but the ``posthog`` exporter (it reads ``OTEL_TRACES_EXPORTER`` without
+it) and ``configure()`` adds the bridge to the provider it built: its processor then sends
+each request span when it ends, as the linked exporter does. With ``OTEL_CONFIG_FILE``
+the SDK builds everything and ``configure()`` adds the bridge.
 
 A mis-selection (another distro or configurator chosen while ``POSTHOG_API_KEY`` is set)
 is logged as a warning naming the variables to set.
@@ -32,6 +34,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
@@ -41,7 +45,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
 from .. import compat
-from ..api import install_propagators
+from ..api import install_propagators, remember_processor
 from ..sdk.exporter import PostHogSpanExporter
 from ..sdk.processor import PostHogSpanProcessor
 from ..sdk.propagator import install_request_id_generator
@@ -94,13 +98,18 @@ class PostHogConfigurator(compat.sdk_configurator_base()):  # type: ignore[misc]
                 os.environ.get(DISTRO_VAR, "<unset>"),
                 FIX_HINT,
             )
-        if os.environ.get("OTEL_CONFIG_FILE") or not compat.configurator_takes_components():
-            # declarative configuration (or an SDK whose configurator takes no components)
-            # builds the SDK; configure() then adds the bridge to the provider it built
+        if os.environ.get("OTEL_CONFIG_FILE"):
+            # declarative configuration builds the SDK; configure() then adds the bridge
             self._configure_sdk(**kwargs)
-            from ..api import configure
-
-            configure()
+            _configure_bridge()
+            return
+        if not compat.configurator_takes_components():
+            # the SDK builds everything but the posthog exporter (it would run in a
+            # BatchSpanProcessor, finishing each request late); the processor configure()
+            # adds then sends each request span itself, when it ends, as the exporter does
+            with _without_posthog_exporter():
+                self._configure_sdk(**kwargs)
+            _configure_bridge()
             return
         processor = PostHogSpanProcessor()
         super()._configure(
@@ -111,7 +120,7 @@ class PostHogConfigurator(compat.sdk_configurator_base()):  # type: ignore[misc]
         )
         provider = trace.get_tracer_provider()
         install_request_id_generator(provider)  # around the configured OTEL_PYTHON_ID_GENERATOR
-        provider._otel_posthog_processor = processor  # type: ignore[attr-defined]
+        remember_processor(provider, processor)
         install_propagators()
 
     def _configure_sdk(self, **kwargs: Any) -> None:
@@ -124,6 +133,29 @@ class PostHogConfigurator(compat.sdk_configurator_base()):  # type: ignore[misc]
             )
             return
         base(**kwargs)
+
+
+def _configure_bridge() -> None:
+    from ..api import configure
+
+    configure()
+
+
+@contextmanager
+def _without_posthog_exporter() -> Iterator[None]:
+    """``OTEL_TRACES_EXPORTER`` (the SDK's public setting) without ``posthog`` while the
+    SDK reads it."""
+    names = os.environ.get(OTEL_TRACES_EXPORTER)
+    listed = [name.strip() for name in (names or "").split(",") if name.strip()]
+    kept = [name for name in listed if name != NAME]
+    if names is None or kept == listed:
+        yield
+        return
+    os.environ[OTEL_TRACES_EXPORTER] = ",".join(kept) or "none"
+    try:
+        yield
+    finally:
+        os.environ[OTEL_TRACES_EXPORTER] = names
 
 
 def check_selection() -> None:

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 from opentelemetry import baggage, trace
@@ -32,6 +32,7 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
+from .. import compat
 from ..core.headers import (
     DISTINCT_HEADER,
     REQUEST_ID_HEADER,
@@ -493,20 +494,9 @@ class RequestIdGenerator(IdGenerator):
         return getattr(self.inner, name)
 
 
-def install_request_id_generator(provider: object) -> None:
-    """Make ``provider``'s id generator honour a UUID ``X-Request-ID`` (idempotent).
-
-    The generator object is patched in place, so tracers created before this call
-    (instrumentations often grab theirs early) use it too.
-    """
-    generator = getattr(provider, "id_generator", None)
-    if generator is None or isinstance(generator, RequestIdGenerator):
-        return
-    if getattr(generator, "_otel_posthog_patched", False):
-        return
-    original = generator.generate_trace_id
-    original_random = generator.is_trace_id_random
-
+def _wrap_methods(
+    original: Callable[[], int], original_random: Callable[[], bool]
+) -> tuple[Callable[[], int], Callable[[], bool]]:
     def generate_trace_id() -> int:
         _FROM_HINT.value = False
         return _trace_id_hint() or original()
@@ -514,6 +504,21 @@ def install_request_id_generator(provider: object) -> None:
     def is_trace_id_random() -> bool:
         return _random_unless_hinted(original_random())
 
-    generator.generate_trace_id = generate_trace_id
-    generator.is_trace_id_random = is_trace_id_random
-    generator._otel_posthog_patched = True
+    return generate_trace_id, is_trace_id_random
+
+
+def install_request_id_generator(provider: object) -> str:
+    """Make ``provider``'s id generator honour a UUID ``X-Request-ID`` (idempotent).
+
+    Where :mod:`otel_posthog.compat` can, the generator object is wrapped in place, so
+    tracers created before this call (instrumentations often grab theirs early) use it
+    too; otherwise the provider's ``id_generator`` becomes a :class:`RequestIdGenerator`
+    around it, for tracers obtained afterwards. A provider built with
+    ``id_generator=RequestIdGenerator(...)`` needs neither. Returns what was done.
+    """
+    return compat.wrap_id_generator(
+        provider,
+        lambda generator: isinstance(generator, RequestIdGenerator),
+        RequestIdGenerator,
+        _wrap_methods,
+    )

@@ -6,11 +6,15 @@ services an app calls). The HTTP instrumentations record them in ``http.url`` /
 so the bridge wraps the request (SERVER) or outbound (CLIENT) span's
 ``set_attribute`` to keep parameter names and replace values with ``REDACTED`` (the
 OpenTelemetry instrumentations' own convention). ``OTEL_POSTHOG_REDACT_QUERY=false``
-turns it off.
+turns it off. The wrap of a span's methods is
+:func:`otel_posthog.compat.wrap_span_setters` (probed: where a span takes no instance
+attributes, only the values present when it starts are redacted; PostHog events never
+carry a query string: :func:`otel_posthog.core.properties.request_path`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -72,18 +76,22 @@ def redact_span_urls(span: Any) -> None:
             span.set_attribute(key, redacted)
     if seen_url and not had_query:
         return
-    original_set = span.set_attribute
-    original_set_many = span.set_attributes
+    compat.wrap_span_setters(span, _redacting_set, _redacting_set_many)
 
-    # called for every attribute the instrumentation sets (about 14 per request): only
-    # the few URL keys pay for redaction
+
+# called for every attribute the instrumentation sets (about 14 per request): only the few
+# URL keys pay for redaction
+def _redacting_set(original: Callable[[str, Any], None]) -> Callable[[str, Any], None]:
     def set_attribute(key: str, value: Any) -> None:
-        original_set(key, redact_value(key, value) if key in _KEYS else value)
+        original(key, redact_value(key, value) if key in _KEYS else value)
 
+    return set_attribute
+
+
+def _redacting_set_many(original: Callable[[Any], None]) -> Callable[[Any], None]:
     def set_attributes(attributes: Any) -> None:
         if any(k in _KEYS for k in attributes):
             attributes = {k: redact_value(k, v) for k, v in attributes.items()}
-        original_set_many(attributes)
+        original(attributes)
 
-    span.set_attribute = set_attribute
-    span.set_attributes = set_attributes
+    return set_attributes

@@ -13,18 +13,25 @@ gets one thin outer layer that, on ``http.response.start``:
   ``ServerErrorMiddleware``), from the request's state.
 
 FastAPI's instrumentation wraps the whole stack, so FastAPI apps never get this layer.
-Uses only public Starlette names: ``Starlette.build_middleware_stack``,
-``user_middleware``, ``Middleware.cls``.
+``Starlette.build_middleware_stack`` is not documented API: the hook is
+:func:`otel_posthog.compat.hook_starlette_middleware_stack` (probed, off under
+``OTEL_POSTHOG_COMPAT=public``). The public way is :class:`PostHogASGIMiddleware`, the same
+layer, which an app wraps itself in (``app = PostHogASGIMiddleware(app)``); it also
+delivers queued events at the ASGI lifespan shutdown when the router's lifespan is not
+hooked (:mod:`otel_posthog.sdk.lifecycle`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from .. import compat
 from ..core.headers import RESPONSE_HEADERS
 from .request_state import SCOPE_STATE_KEY, RequestState
 
-_installed = False
+_installed: bool | None = None  # decided once per process
+_lifespan_send: Callable[[Any], Any] | None = None  # set by lifecycle.install
 _EXPOSED = ", ".join(RESPONSE_HEADERS).encode()
 _RID, _TRACERESPONSE = (name.lower().encode() for name in RESPONSE_HEADERS)
 
@@ -36,28 +43,33 @@ def _is_otel_asgi(middleware: Any) -> bool:
     ).startswith("opentelemetry.instrumentation.asgi")
 
 
-def install() -> None:
-    """Idempotent: wrap ``Starlette.build_middleware_stack`` (no effect on other apps)."""
-    global _installed
-    if _installed:
-        return
-    _installed = True
+def _wrap_stack(app: Any, stack: Any) -> Any:
     try:
-        from starlette.applications import Starlette
-    except ImportError:
-        return
-    original = Starlette.build_middleware_stack
+        if any(_is_otel_asgi(m) for m in getattr(app, "user_middleware", ())):
+            return ResponseIdLayer(stack)
+    except Exception:  # an unusual middleware list: the stack as Starlette built it
+        pass
+    return stack
 
-    def build_middleware_stack(self: Any) -> Any:
-        stack = original(self)
-        try:
-            if any(_is_otel_asgi(m) for m in getattr(self, "user_middleware", ())):
-                return ResponseIdLayer(stack)
-        except Exception:  # an unusual middleware list: the stack as Starlette built it
-            pass
-        return stack
 
-    Starlette.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
+def install(lifespan_send: Callable[[Any], Any] | None = None) -> bool:
+    """Idempotent: the layer around the stack Starlette builds (no effect on other apps);
+    False when :mod:`otel_posthog.compat` does not hook Starlette (then an app adds
+    :class:`PostHogASGIMiddleware` itself). ``lifespan_send``: how that middleware wraps
+    the lifespan's ``send`` to flush at shutdown (None: the router already does)."""
+    global _installed, _lifespan_send
+    _lifespan_send = lifespan_send
+    if _installed is None:
+        _installed = compat.hook_starlette_middleware_stack(_wrap_stack)
+    return _installed
+
+
+def _ended(state: RequestState) -> bool:
+    """The request span ended (its state is marked finished only when the exporter that
+    submits it runs, which a ``BatchSpanProcessor`` delays)."""
+    if state.finished:
+        return True
+    return getattr(state.span, "end_time", None) is not None
 
 
 def _fix_headers(message: dict[str, Any], state: RequestState) -> None:
@@ -77,7 +89,7 @@ def _fix_headers(message: dict[str, Any], state: RequestState) -> None:
             raw = value.decode("latin-1") if isinstance(value, bytes) else str(value)
             adopt_app_request_id(state, raw)
         return
-    if found or not state.finished or not state.trace_id:
+    if found or not state.trace_id or not _ended(state):
         return  # while the request span runs, the instrumented layer sets the headers
     # a response sent after the request span ended (ServerErrorMiddleware's 500)
     trace_hex = f"{state.trace_id:032x}"
@@ -116,3 +128,21 @@ class ResponseIdLayer:
             await send(message)
 
         await self.app(scope, receive, send_checked)
+
+
+class PostHogASGIMiddleware(ResponseIdLayer):
+    """The public form of the layer: wrap the ASGI app (Starlette, FastAPI or any other)
+    in it, outermost (``app = PostHogASGIMiddleware(app)``, or ``uvicorn.run(...)`` on it).
+
+    Besides the response headers above, it flushes every bridge before the app reports
+    ``lifespan.shutdown.complete`` when :mod:`otel_posthog.sdk.lifecycle` could not hook
+    Starlette's router for that (the bridge is configured by then: the server runs the
+    lifespan after the app is imported).
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "lifespan":
+            await super().__call__(scope, receive, send)
+            return
+        wrap = _lifespan_send
+        await self.app(scope, receive, send if wrap is None else wrap(send))
