@@ -67,8 +67,8 @@ bench: $(STAMP)
 # the core held to mypy --strict (the same list as pyproject.toml's strict override)
 STRICT := mapping properties spanview settings headers scrub genai identity_hosts bounded_gzip compat
 lint: $(STAMP)
-	$(BIN)/ruff check otel_posthog tests examples benchmarks
-	$(BIN)/ruff format --check otel_posthog tests examples benchmarks
+	$(BIN)/ruff check otel_posthog tests benchmarks
+	$(BIN)/ruff format --check otel_posthog tests benchmarks
 	$(BIN)/mypy otel_posthog
 	$(BIN)/mypy --strict --follow-imports=silent $(addprefix otel_posthog/,$(addsuffix .py,$(STRICT)))
 

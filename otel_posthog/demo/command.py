@@ -27,10 +27,10 @@ from typing import Any
 from urllib import error as urlerror
 from urllib import request as urlrequest
 
-from ._version import __version__
+from .._version import __version__
 
-EXAMPLE_APP = "examples.fastapi_app.app:app"
-MODEL_SERVER = "examples.fastapi_app.model_server"  # the local OpenAI-compatible model
+EXAMPLE_APP = "otel_posthog.demo.fastapi_app.app:app"
+MODEL_SERVER = "otel_posthog.demo.fastapi_app.model_server"  # the local OpenAI-compatible model
 DEMO_USER = "user_12345"
 DEMO_SECRET = "demo-secret-change-me-before-any-real-use"
 BACKEND_EVENTS = ("api_request", "slow_request", "api_error")
@@ -44,14 +44,6 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--sink-port", type=int, default=0, help="sink port (default a free one)")
     p.add_argument("--app-port", type=int, default=0, help="app port (default a free one)")
     p.set_defaults(func=run_demo)
-
-
-def project_root() -> Path | None:
-    """The checkout holding ``examples/`` (the demo runs from a clone)."""
-    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        if (base / "examples" / "fastapi_app" / "app.py").exists():
-            return base
-    return None
 
 
 def uuid7() -> str:
@@ -215,7 +207,6 @@ def llm_installed() -> bool:
 
 
 def start_app(
-    root: Path,
     env: dict[str, str],
     port: int,
     log_path: Path,
@@ -228,7 +219,7 @@ def start_app(
         argv += ["--port", str(port)]
     log = open(log_path, "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        argv, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
     )
     log.close()
 
@@ -287,15 +278,11 @@ def app_env(sink_url: str, api_key: str) -> dict[str, str]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .sink.commands import api_key_for, default_db
-    from .sink.journey import journey, timeline
-    from .sink.server import LocalSink, free_port
+    from ..sink.commands import api_key_for, default_db
+    from ..sink.journey import journey, timeline
+    from ..sink.server import LocalSink, free_port
 
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # stop both servers cleanly
-    root = project_root()
-    if root is None:
-        print("otel-posthog demo: run it from a clone (examples/ not found)", file=sys.stderr)
-        return 2
     db = args.db or default_db()
     started = datetime.now(timezone.utc).isoformat()
     sink = LocalSink(db, api_key=api_key_for(db, None), port=args.sink_port)
@@ -311,7 +298,7 @@ def run_demo(args: argparse.Namespace) -> int:
         model_log = log_path.with_name(log_path.stem + "-model.log")
         argv = [sys.executable, "-m", MODEL_SERVER, "--port", str(model_port)]
         try:
-            model = start_app(root, env, model_port, model_log, argv, "the model server")
+            model = start_app(env, model_port, model_log, argv, "the model server")
         except RuntimeError as exc:
             sink.stop()
             print(f"otel-posthog demo: {exc}; its log:\n{_tail(model_log)}", file=sys.stderr)
@@ -319,7 +306,7 @@ def run_demo(args: argparse.Namespace) -> int:
         env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{model_port}/v1"
         print(f"  model:       {env['OPENAI_BASE_URL']}  (local, OpenAI-compatible)")
     try:
-        proc = start_app(root, env, app_port, log_path)
+        proc = start_app(env, app_port, log_path)
     except RuntimeError as exc:
         sink.stop()
         if model is not None:
