@@ -127,3 +127,26 @@ def test_demo_keep_serves_the_web_view_until_stopped(tmp_path: Path) -> None:
     argv = [str(VENV_BIN / "otel-posthog"), "demo", "--keep", "--db", str(db)]
     with kept_demo(argv, tmp_path, demo_env(db)) as (_, sink_url, app_port):
         check_servers(sink_url, app_port)
+
+
+def test_demo_without_the_demo_extra_names_it_in_one_line(tmp_path: Path) -> None:
+    """Without FastAPI (a plain ``pip install otel-posthog``): one clear line, exit 2."""
+    code = (
+        "import sys\n"
+        "sys.modules['fastapi'] = None  # as if not installed\n"
+        "from otel_posthog.cli import main\n"
+        f"sys.exit(main(['demo', '--db', {str(tmp_path / 'events.db')!r}]))\n"
+    )
+    proc = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", code],
+        cwd=tmp_path,
+        env=demo_env(tmp_path / "events.db"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        "otel-posthog demo: fastapi not installed; run `pip install 'otel-posthog[demo]'`"
+    ]
+    assert proc.stdout == "" and list(tmp_path.iterdir()) == []

@@ -31,6 +31,8 @@ from .._version import __version__
 
 EXAMPLE_APP = "otel_posthog.demo.fastapi_app.app:app"
 MODEL_SERVER = "otel_posthog.demo.fastapi_app.model_server"  # the local OpenAI-compatible model
+# what the sink and the example app import (the ``demo`` extra installs them)
+NEEDS = ("starlette", "uvicorn", "fastapi", "opentelemetry.instrumentation.fastapi")
 DEMO_USER = "user_12345"
 DEMO_SECRET = "demo-secret-change-me-before-any-real-use"
 BACKEND_EVENTS = ("api_request", "slow_request", "api_error")
@@ -196,14 +198,24 @@ def wait_for(check: Callable[[], bool], timeout_s: float) -> bool:
     return check()
 
 
-def llm_installed() -> bool:
-    """The ``llm`` extra (openai and its instrumentation): the chat send asks a model."""
+def _missing(*modules: str) -> list[str]:
+    """Which of ``modules`` cannot be imported here."""
     from importlib.util import find_spec
 
-    try:
-        return bool(find_spec("openai") and find_spec("opentelemetry.instrumentation.openai_v2"))
-    except (ImportError, ValueError):
-        return False
+    missing = []
+    for name in modules:
+        try:
+            found = find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def llm_installed() -> bool:
+    """The ``llm`` extra (openai and its instrumentation): the chat send asks a model."""
+    return not _missing("openai", "opentelemetry.instrumentation.openai_v2")
 
 
 def start_app(
@@ -278,6 +290,14 @@ def app_env(sink_url: str, api_key: str) -> dict[str, str]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    missing = _missing(*NEEDS)
+    if missing:
+        print(
+            f"otel-posthog demo: {', '.join(missing)} not installed; "
+            "run `pip install 'otel-posthog[demo]'`",
+            file=sys.stderr,
+        )
+        return 2
     from ..sink.commands import api_key_for, default_db
     from ..sink.journey import journey, timeline
     from ..sink.server import LocalSink, free_port
