@@ -30,10 +30,12 @@ KEEP_OUT = (".*", "__pycache__", "node_modules", "build", "dist", "*.egg-info", 
 
 def package_data() -> set[str]:
     """Every file of the package in the checkout that is not Python source."""
+    files = (path.relative_to(ROOT) for path in PACKAGE.rglob("*") if path.is_file())
     return {
-        path.relative_to(ROOT).as_posix()
-        for path in PACKAGE.rglob("*")
-        if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts
+        path.as_posix()
+        for path in files
+        if path.suffix not in (".py", ".pyc")
+        and not any(part.startswith(".") or part == "__pycache__" for part in path.parts)
     }
 
 
@@ -78,6 +80,8 @@ def test_the_sdist_and_the_wheel_carry_the_package_data(dists: dict[str, Path]) 
     with zipfile.ZipFile(dists["wheel"]) as wheel:
         in_wheel = set(wheel.namelist())
     assert data <= in_wheel, data - in_wheel
+    sources = {p.relative_to(ROOT).as_posix() for p in PACKAGE.rglob("*.py")}
+    assert sources <= in_wheel and sources <= in_sdist, (sources - in_wheel) | (sources - in_sdist)
     licenses = {name.split("/licenses/", 1)[1] for name in in_wheel if "/licenses/" in name}
     assert {"LICENSE", "otel_posthog/demo/fastapi_app/vendor/posthog-js/LICENSE"} <= licenses
 
