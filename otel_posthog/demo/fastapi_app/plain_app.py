@@ -1,7 +1,7 @@
 """The example API with no tracing code at all: run it under ``opentelemetry-instrument``.
 
-It imports nothing from otel_posthog and calls no instrumentor; the launcher and the
-``posthog`` distro do everything (see docs/launcher.md):
+It imports nothing of the bridge (only the example's token helper beside it) and calls no
+instrumentor; the launcher and the ``posthog`` distro do everything (see docs/launcher.md):
 
     POSTHOG_API_KEY=phc_... POSTHOG_HOST=https://us.i.posthog.com OTEL_SERVICE_NAME=api \
     OTEL_POSTHOG_JWT_SECRET=demo-secret-change-me-before-any-real-use \
