@@ -4,6 +4,10 @@ Starts the local sink and the example app (a uvicorn subprocess, bridge pointed 
 sink) on free loopback ports, plays a user's journey as a browser would (posthog-js
 events plus API calls with ``traceparent``, JWT and ``X-POSTHOG-SESSION-ID``), then prints
 the user's journey, the correlation of one request, and the web view's URL.
+
+The app and the model server are this package's :mod:`otel_posthog.demo.fastapi_app`, run
+as ``python -m`` subprocesses, so the command works from an installed wheel (the ``demo``
+extra) as from a clone.
 """
 
 from __future__ import annotations
