@@ -68,8 +68,8 @@ bench: $(STAMP)
 # the core held to mypy --strict (the same list as pyproject.toml's strict override)
 STRICT := otel_posthog/core otel_posthog/compat.py
 lint: $(STAMP)
-	$(BIN)/ruff check otel_posthog tests examples benchmarks
-	$(BIN)/ruff format --check otel_posthog tests examples benchmarks
+	$(BIN)/ruff check otel_posthog tests benchmarks
+	$(BIN)/ruff format --check otel_posthog tests benchmarks
 	$(BIN)/mypy otel_posthog
 	$(BIN)/mypy --strict --follow-imports=silent $(STRICT)
 

@@ -43,7 +43,7 @@ def _start_app(sink_url: str, api_key: str, spool_dir: str | None) -> tuple[Any,
     )
     if spool_dir:
         env["OTEL_POSTHOG_SPOOL_DIR"] = spool_dir
-    argv = [str(BIN / "uvicorn"), "examples.fastapi_app.app:app", "--port", str(port)]
+    argv = [str(BIN / "uvicorn"), "otel_posthog.demo.fastapi_app.app:app", "--port", str(port)]
     argv += ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
     proc = subprocess.Popen(argv, cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"

@@ -18,7 +18,7 @@ from ._version import __version__
 # One module per line; each defines ``add_parser(subparsers) -> None``.
 SUBCOMMAND_MODULES: list[str] = [
     "otel_posthog.sink.commands",  # sink, journey, slow, errors
-    "otel_posthog.demo",  # demo
+    "otel_posthog.demo.command",  # demo
     "otel_posthog.receiver.cli",  # receive
     "otel_posthog.dashboards.commands",  # dashboards apply | plan | destroy | init
 ]

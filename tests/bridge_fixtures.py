@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import otel_posthog
-from examples.fastapi_app.routes import add_routes
+from otel_posthog.demo.fastapi_app.routes import add_routes
 from otel_posthog.sink.server import LocalSink, ThreadedServer
 
 SUPABASE_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"

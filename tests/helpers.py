@@ -50,7 +50,7 @@ class AppProcess:
     def __init__(
         self,
         env: dict[str, str],
-        app: str = "examples.fastapi_app.app:app",
+        app: str = "otel_posthog.demo.fastapi_app.app:app",
         argv: Sequence[str] | None = None,
         port: int | None = None,
         ready_path: str = "/health",

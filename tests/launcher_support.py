@@ -120,7 +120,7 @@ def uvicorn_argv(app: str, *extra: str) -> list[str]:
     )
 
 
-PLAIN_APP = "examples.fastapi_app.plain_app:app"
+PLAIN_APP = "otel_posthog.demo.fastapi_app.plain_app:app"
 
 
 def launcher_env(sink: Any, **extra: str) -> dict[str, str]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -74,18 +76,14 @@ def test_make_demo(tmp_path: Path) -> None:
     assert "api_error" in after.stdout and "RuntimeError" in after.stdout
 
 
-def test_demo_keep_serves_the_web_view_until_stopped(tmp_path: Path) -> None:
-    db = tmp_path / "events.db"
-    argv = [str(VENV_BIN / "otel-posthog"), "demo", "--keep", "--db", str(db)]
+@contextlib.contextmanager
+def kept_demo(argv: list[str], cwd: Path, env: dict[str, str]) -> Iterator[tuple[str, str, int]]:
+    """``otel-posthog demo --keep`` up, its output checked; (output, sink URL, app port).
+    On exit: SIGTERM, exit code 0, and both ports closed."""
     proc = subprocess.Popen(
-        argv,
-        cwd=tmp_path,
-        env=demo_env(db),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stderr is not None
     lines: list[str] = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -96,6 +94,7 @@ def test_demo_keep_serves_the_web_view_until_stopped(tmp_path: Path) -> None:
         if line.startswith("Servers are up"):
             break
     out = "".join(lines)
+    ports: list[int] = []
     try:
         assert "Servers are up" in out, out + (
             proc.stderr.read() if proc.poll() is not None else ""
@@ -103,17 +102,51 @@ def test_demo_keep_serves_the_web_view_until_stopped(tmp_path: Path) -> None:
         check_output(out)
         sink_url = re.search(r"Web view: (http://[\d.:]+)/", out).group(1)  # type: ignore[union-attr]
         app_port = int(re.search(r"example app: http://127\.0\.0\.1:(\d+)", out).group(1))  # type: ignore[union-attr]
-        assert requests.get(sink_url + "/", timeout=5).status_code == 200
-        assert requests.get(sink_url + "/dashboards", timeout=5).status_code == 200
-        events = requests.get(sink_url + "/_sink/events?user=user_12345", timeout=5).json()
-        assert {"api_request", "slow_request", "api_error"} <= {
-            e["event"] for e in events["events"]
-        }
-        assert requests.get(f"http://127.0.0.1:{app_port}/health", timeout=5).ok
+        ports = [app_port, int(sink_url.rsplit(":", 1)[1])]
+        yield out, sink_url, app_port
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
     assert code == 0
-    for port in (app_port, int(sink_url.rsplit(":", 1)[1])):
+    for port in ports:
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
+
+
+def check_servers(sink_url: str, app_port: int) -> None:
+    """The sink's web view and API hold the journey; the app answers."""
+    assert requests.get(sink_url + "/", timeout=5).status_code == 200
+    assert requests.get(sink_url + "/dashboards", timeout=5).status_code == 200
+    events = requests.get(sink_url + "/_sink/events?user=user_12345", timeout=5).json()
+    assert {"api_request", "slow_request", "api_error"} <= {e["event"] for e in events["events"]}
+    assert requests.get(f"http://127.0.0.1:{app_port}/health", timeout=5).ok
+
+
+def test_demo_keep_serves_the_web_view_until_stopped(tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    argv = [str(VENV_BIN / "otel-posthog"), "demo", "--keep", "--db", str(db)]
+    with kept_demo(argv, tmp_path, demo_env(db)) as (_, sink_url, app_port):
+        check_servers(sink_url, app_port)
+
+
+def test_demo_without_the_demo_extra_names_it_in_one_line(tmp_path: Path) -> None:
+    """Without FastAPI (a plain ``pip install otel-posthog``): one clear line, exit 2."""
+    code = (
+        "import sys\n"
+        "sys.modules['fastapi'] = None  # as if not installed\n"
+        "from otel_posthog.cli import main\n"
+        f"sys.exit(main(['demo', '--db', {str(tmp_path / 'events.db')!r}]))\n"
+    )
+    proc = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", code],
+        cwd=tmp_path,
+        env=demo_env(tmp_path / "events.db"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        "otel-posthog demo: fastapi not installed; run `pip install 'otel-posthog[demo]'`"
+    ]
+    assert proc.stdout == "" and list(tmp_path.iterdir()) == []

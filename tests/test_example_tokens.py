@@ -18,7 +18,7 @@ LOGIN = {"user_id": "user_12345"}
 
 
 @pytest.mark.parametrize(
-    "app", ["examples.fastapi_app.app:app", "examples.fastapi_app.plain_app:app"]
+    "app", ["otel_posthog.demo.fastapi_app.app:app", "otel_posthog.demo.fastapi_app.plain_app:app"]
 )
 def test_public_secret_mints_only_on_loopback(sink, app: str) -> None:
     with AppProcess(bridge_env(sink), app=app) as proc:

@@ -189,7 +189,7 @@ def test_configure_under_the_launcher_is_one_pipeline(sink, recorder, distro):
         OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=recorder.endpoint,
         OTEL_BSP_SCHEDULE_DELAY="100",
     )
-    app = AppProcess(env, argv=uvicorn_argv("examples.fastapi_app.app:app"))
+    app = AppProcess(env, argv=uvicorn_argv("otel_posthog.demo.fastapi_app.app:app"))
     with app:
         rids = _requests_with_identity(app.url)
         events = sink.wait_for(

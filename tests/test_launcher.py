@@ -1,7 +1,7 @@
 """Zero code: ``opentelemetry-instrument`` with the ``posthog`` distro, real processes.
 
-The app (examples/fastapi_app/plain_app.py) imports nothing from otel_posthog and calls no
-instrumentor. Events are asserted at the local capture server.
+The app (otel_posthog/demo/fastapi_app/plain_app.py) imports nothing of the bridge and calls
+no instrumentor. Events are asserted at the local capture server.
 """
 
 from __future__ import annotations

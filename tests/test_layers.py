@@ -294,7 +294,7 @@ def test_each_rule_has_one_home():
     validate = source[source.index("def _validate(") : source.index("def resolve_settings(")]
     assert "POSTHOG_" not in validate
     # the headers the bridge reads and writes, their limits and the CORS lists
-    clients = {"otel_posthog.demo"}  # the demo's user agent sends them
+    clients = {"otel_posthog.demo.command"}  # the demo's user agent sends them
     assert _homes("x-posthog-session-id") - clients == {"otel_posthog.core.headers"}
     assert _homes("traceresponse") == {"otel_posthog.core.headers"}
     # bearer tokens, bounded gunzip, exception events -> ExceptionInfo
@@ -349,3 +349,16 @@ def test_shared_rules_behave_as_their_callers_did():
         with pytest.raises(GzipError) as err:
             gunzip(data, 10)
         assert err.value.kind == kind
+
+
+def test_nothing_in_the_package_imports_the_demo_app():
+    """The example app runs in its own processes (``otel-posthog demo``), never imported."""
+    app = "otel_posthog.demo.fastapi_app"
+    graph = _graph()
+    assert app in graph and f"{app}.app" in graph  # the checker sees the app's modules
+    importers = {
+        name
+        for name, imported in graph.items()
+        if not name.startswith(app) and any(m == app or m.startswith(app + ".") for m in imported)
+    }
+    assert importers == set()

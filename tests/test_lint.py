@@ -6,7 +6,7 @@ import subprocess
 
 from .helpers import ROOT, VENV_BIN
 
-PATHS = ["otel_posthog", "tests", "examples", "benchmarks"]
+PATHS = ["otel_posthog", "tests", "benchmarks"]
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:

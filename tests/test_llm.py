@@ -22,8 +22,8 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
-from examples.fastapi_app import routes
-from examples.fastapi_app.model_server import app as model_app
+from otel_posthog.demo.fastapi_app import routes
+from otel_posthog.demo.fastapi_app.model_server import app as model_app
 from otel_posthog.sink.server import LocalSink, ThreadedServer
 
 from .bridge_fixtures import SUPABASE_SECRET, Bridge

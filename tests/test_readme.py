@@ -32,3 +32,15 @@ def test_readme_quickstart_shows_the_three_events(tmp_path):
     assert {"api_request", "slow_request", "api_error"} <= events, out.stdout
     send = [line for line in journey if "/api/chat/send" in line and "api_request" in line]
     assert send and "request_id: " in send[0], out.stdout
+
+
+def test_readme_offers_the_demo_from_pypi_and_from_a_clone():
+    """The README on PyPI: ``pip install 'otel-posthog[demo]'`` then ``otel-posthog demo``
+    (tests/test_wheel_demo.py runs exactly that), and ``make demo`` from a clone."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Try it in one command") :].split("\n## ", 1)[0]
+    scripts = re.findall(r"```sh\n(.*?)```", section, re.S)
+    assert "pip install 'otel-posthog[demo]' && otel-posthog demo\n" in scripts
+    assert "make demo\n" in scripts
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert "\ndemo = [" in pyproject

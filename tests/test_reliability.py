@@ -300,7 +300,7 @@ def test_gunicorn_preload_workers_deliver(sink, tmp_path, spool):
         f"127.0.0.1:{port}",
         "--graceful-timeout",
         "10",
-        "examples.fastapi_app.app:app",
+        "otel_posthog.demo.fastapi_app.app:app",
     ]
     request_ids = [str(uuid.uuid4()) for _ in range(200)]
     with AppProcess(bridge_env(sink, **extra), argv=argv, port=port) as app:

@@ -251,7 +251,7 @@ def test_demo_apply_step(sink: LocalSink) -> None:
     a wrong key a clear failure (the key never echoed), else skipped."""
     import importlib.util
 
-    from otel_posthog.demo import apply_dashboards
+    from otel_posthog.demo.command import apply_dashboards
 
     ok, note = apply_dashboards(sink.url, "phx_wrong_key_123")
     if importlib.util.find_spec("otel_posthog.dashboards") is None:

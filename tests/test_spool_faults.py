@@ -115,7 +115,7 @@ import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # EFBIG instead of being killed
 resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
 import uvicorn
-uvicorn.run("examples.fastapi_app.app:app", host="127.0.0.1", port={{port}})
+uvicorn.run("otel_posthog.demo.fastapi_app.app:app", host="127.0.0.1", port={{port}})
 """
 
 

@@ -1,11 +1,11 @@
 """The example API with no tracing code at all: run it under ``opentelemetry-instrument``.
 
-It imports nothing from otel_posthog and calls no instrumentor; the launcher and the
-``posthog`` distro do everything (see docs/launcher.md):
+It imports nothing of the bridge (only the example's token helper beside it) and calls no
+instrumentor; the launcher and the ``posthog`` distro do everything (see docs/launcher.md):
 
     POSTHOG_API_KEY=phc_... POSTHOG_HOST=https://us.i.posthog.com OTEL_SERVICE_NAME=api \
     OTEL_POSTHOG_JWT_SECRET=demo-secret-change-me-before-any-real-use \
-    opentelemetry-instrument uvicorn examples.fastapi_app.plain_app:app --port 8000
+    opentelemetry-instrument uvicorn otel_posthog.demo.fastapi_app.plain_app:app --port 8000
 
 ``/api/recommendations`` calls ``EXAMPLE_DOWNSTREAM_URL`` (if set) with ``requests``, to
 show outbound trace propagation and the ``http_client_calls`` rollup.

@@ -22,7 +22,7 @@ REFUSAL = (
     "set OTEL_POSTHOG_JWT_SECRET to a secret of your own to log in from elsewhere"
 )
 
-log = logging.getLogger("examples.fastapi_app")
+log = logging.getLogger("otel_posthog.demo.fastapi_app")
 
 
 def secret() -> str:

@@ -9,7 +9,7 @@ answers with small vectors. A request can ask to be slow or to fail:
 * ``X-Mock-Status: 429`` (or 500, 503, ...) answers that error, as OpenAI does, with
   ``retry-after-ms: 10`` so a client's retries are quick.
 
-Run it alone with ``python -m examples.fastapi_app.model_server --port 8766`` and point
+Run it alone with ``python -m otel_posthog.demo.fastapi_app.model_server --port 8766`` and point
 the ``openai`` client at it with ``OPENAI_BASE_URL=http://127.0.0.1:8766/v1``.
 """
 

@@ -4,6 +4,10 @@ Starts the local sink and the example app (a uvicorn subprocess, bridge pointed 
 sink) on free loopback ports, plays a user's journey as a browser would (posthog-js
 events plus API calls with ``traceparent``, JWT and ``X-POSTHOG-SESSION-ID``), then prints
 the user's journey, the correlation of one request, and the web view's URL.
+
+The app and the model server are this package's :mod:`otel_posthog.demo.fastapi_app`, run
+as ``python -m`` subprocesses, so the command works from an installed wheel (the ``demo``
+extra) as from a clone.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from typing import Any
 from urllib import error as urlerror
 from urllib import request as urlrequest
 
-from ._version import __version__
+from .._version import __version__
 
-EXAMPLE_APP = "examples.fastapi_app.app:app"
-MODEL_SERVER = "examples.fastapi_app.model_server"  # the local OpenAI-compatible model
+EXAMPLE_APP = "otel_posthog.demo.fastapi_app.app:app"
+MODEL_SERVER = "otel_posthog.demo.fastapi_app.model_server"  # the local OpenAI-compatible model
+# what the sink and the example app import (the ``demo`` extra installs them)
+NEEDS = ("starlette", "uvicorn", "fastapi", "opentelemetry.instrumentation.fastapi")
 DEMO_USER = "user_12345"
 DEMO_SECRET = "demo-secret-change-me-before-any-real-use"
 BACKEND_EVENTS = ("api_request", "slow_request", "api_error")
@@ -44,14 +50,6 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--sink-port", type=int, default=0, help="sink port (default a free one)")
     p.add_argument("--app-port", type=int, default=0, help="app port (default a free one)")
     p.set_defaults(func=run_demo)
-
-
-def project_root() -> Path | None:
-    """The checkout holding ``examples/`` (the demo runs from a clone)."""
-    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        if (base / "examples" / "fastapi_app" / "app.py").exists():
-            return base
-    return None
 
 
 def uuid7() -> str:
@@ -204,18 +202,27 @@ def wait_for(check: Callable[[], bool], timeout_s: float) -> bool:
     return check()
 
 
-def llm_installed() -> bool:
-    """The ``llm`` extra (openai and its instrumentation): the chat send asks a model."""
+def _missing(*modules: str) -> list[str]:
+    """Which of ``modules`` cannot be imported here."""
     from importlib.util import find_spec
 
-    try:
-        return bool(find_spec("openai") and find_spec("opentelemetry.instrumentation.openai_v2"))
-    except (ImportError, ValueError):
-        return False
+    missing = []
+    for name in modules:
+        try:
+            found = find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def llm_installed() -> bool:
+    """The ``llm`` extra (openai and its instrumentation): the chat send asks a model."""
+    return not _missing("openai", "opentelemetry.instrumentation.openai_v2")
 
 
 def start_app(
-    root: Path,
     env: dict[str, str],
     port: int,
     log_path: Path,
@@ -228,7 +235,7 @@ def start_app(
         argv += ["--port", str(port)]
     log = open(log_path, "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        argv, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
     )
     log.close()
 
@@ -287,15 +294,19 @@ def app_env(sink_url: str, api_key: str) -> dict[str, str]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .sink.commands import api_key_for, default_db
-    from .sink.journey import journey, timeline
-    from .sink.server import LocalSink, free_port
+    missing = _missing(*NEEDS)
+    if missing:
+        print(
+            f"otel-posthog demo: {', '.join(missing)} not installed; "
+            "run `pip install 'otel-posthog[demo]'`",
+            file=sys.stderr,
+        )
+        return 2
+    from ..sink.commands import api_key_for, default_db
+    from ..sink.journey import journey, timeline
+    from ..sink.server import LocalSink, free_port
 
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # stop both servers cleanly
-    root = project_root()
-    if root is None:
-        print("otel-posthog demo: run it from a clone (examples/ not found)", file=sys.stderr)
-        return 2
     db = args.db or default_db()
     started = datetime.now(timezone.utc).isoformat()
     sink = LocalSink(db, api_key=api_key_for(db, None), port=args.sink_port)
@@ -311,7 +322,7 @@ def run_demo(args: argparse.Namespace) -> int:
         model_log = log_path.with_name(log_path.stem + "-model.log")
         argv = [sys.executable, "-m", MODEL_SERVER, "--port", str(model_port)]
         try:
-            model = start_app(root, env, model_port, model_log, argv, "the model server")
+            model = start_app(env, model_port, model_log, argv, "the model server")
         except RuntimeError as exc:
             sink.stop()
             print(f"otel-posthog demo: {exc}; its log:\n{_tail(model_log)}", file=sys.stderr)
@@ -319,7 +330,7 @@ def run_demo(args: argparse.Namespace) -> int:
         env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{model_port}/v1"
         print(f"  model:       {env['OPENAI_BASE_URL']}  (local, OpenAI-compatible)")
     try:
-        proc = start_app(root, env, app_port, log_path)
+        proc = start_app(env, app_port, log_path)
     except RuntimeError as exc:
         sink.stop()
         if model is not None:

@@ -4,7 +4,7 @@ Run it (PostHog key and host from the environment, or the local sink's):
 
     POSTHOG_API_KEY=phc_... POSTHOG_HOST=http://127.0.0.1:8765 \
     OTEL_POSTHOG_JWT_SECRET=demo-secret-change-me-before-any-real-use \
-    uvicorn examples.fastapi_app.app:app --port 8000
+    uvicorn otel_posthog.demo.fastapi_app.app:app --port 8000
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def create_app(tracer_provider: Any = None, **settings: Any) -> FastAPI:
     """The example app; ``configure()`` first, then the FastAPI instrumentation."""
     otel_posthog.configure(tracer_provider, **settings)
     if secret() == PUBLIC_DEMO_SECRET:
-        logging.getLogger("examples.fastapi_app").warning("%s", REFUSAL)
+        logging.getLogger("otel_posthog.demo.fastapi_app").warning("%s", REFUSAL)
     app = FastAPI(title="otel-posthog example")
     cors_origins = [o for o in os.environ.get("EXAMPLE_CORS_ORIGINS", "").split(",") if o]
     if cors_origins:

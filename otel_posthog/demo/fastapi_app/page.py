@@ -1,4 +1,9 @@
-"""The example's browser page: ``/`` with posthog-js (from npm) and ``otel-posthog.js``.
+"""The example's browser page: ``/`` with posthog-js and ``otel-posthog.js``.
+
+Every file the page serves is package data, read through :mod:`importlib.resources`, so the
+page works from an installed wheel: its own ``static/`` files, the browser helper, and a
+vendored copy of posthog-js' ``module.full.js`` (``vendor/posthog-js/``, the version that
+``package.json`` pins; ``tests/test_vendored_posthog_js.py`` keeps them equal).
 
 Environment (all optional):
 
@@ -6,27 +11,33 @@ Environment (all optional):
   ``api_host`` (default: ``POSTHOG_API_KEY`` / ``POSTHOG_HOST``, the bridge's own).
 * ``EXAMPLE_API_BASE``: the API origin when it is not the page's (cross-origin setups).
 * ``EXAMPLE_POSTHOG_OPTIONS``: JSON merged into ``posthog.init()``'s options.
-* ``EXAMPLE_NODE_MODULES``: where ``npm install`` put ``posthog-js`` (default: repo root).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from importlib import resources
-from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
-STATIC = Path(__file__).resolve().parent / "static"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# posthog-js builds that bundle the tracing-headers code (the lazy builds fetch it from
+HERE = resources.files("otel_posthog.demo.fastapi_app")
+STATIC = HERE / "static"
+POSTHOG_JS = HERE / "vendor" / "posthog-js"
+# the posthog-js build that bundles the tracing-headers code (the lazy builds fetch it from
 # api_host after init(), so the first API call would go out without the session headers)
-VENDOR_FILES = ("module.full.js", "module.full.js.map", "array.full.js", "array.full.js.map")
-PAGE_FILES = ("app.js", "style.css")
+VENDOR_FILES = ("module.full.js",)
+PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 # regexes (searched in the full URL) that keep page assets out of the api_request events
 PAGE_URLS = r"//[^/]+/(\?.*)?$,/static/,/vendor/,/otel-posthog\.js"
+
+
+@functools.cache
+def vendored(name: str) -> bytes:
+    """One vendored posthog-js file (read once)."""
+    return (POSTHOG_JS / name).read_bytes()
 
 
 def page_config() -> dict[str, object]:
@@ -43,7 +54,7 @@ def page_config() -> dict[str, object]:
 
 
 def add_page(app: FastAPI) -> None:
-    """Serve ``/``, the page's static files, ``/otel-posthog.js`` and posthog-js' dist."""
+    """Serve ``/``, the page's static files, ``/otel-posthog.js`` and posthog-js."""
 
     @app.get("/", include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -52,10 +63,11 @@ def add_page(app: FastAPI) -> None:
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     @app.get("/static/{name}", include_in_schema=False)
-    async def static(name: str) -> FileResponse:
+    async def static(name: str) -> Response:
         if name not in PAGE_FILES:
             raise HTTPException(404)
-        return FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})
+        body = (STATIC / name).read_bytes()
+        return Response(body, media_type=PAGE_FILES[name], headers={"Cache-Control": "no-store"})
 
     @app.get("/otel-posthog.js", include_in_schema=False)
     async def helper() -> Response:
@@ -63,9 +75,7 @@ def add_page(app: FastAPI) -> None:
         return Response(text, media_type="text/javascript")
 
     @app.get("/vendor/posthog-js/{name}", include_in_schema=False)
-    async def vendor(name: str) -> FileResponse:
-        root = Path(os.environ.get("EXAMPLE_NODE_MODULES") or REPO_ROOT / "node_modules")
-        path = root / "posthog-js" / "dist" / name
-        if name not in VENDOR_FILES or not path.is_file():
-            raise HTTPException(404, "posthog-js not installed: run `npm install` (or `make`)")
-        return FileResponse(path)
+    async def vendor(name: str) -> Response:
+        if name not in VENDOR_FILES:
+            raise HTTPException(404)
+        return Response(vendored(name), media_type="text/javascript")
