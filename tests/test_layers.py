@@ -362,3 +362,15 @@ def test_nothing_in_the_package_imports_the_demo_app():
         if not name.startswith(app) and any(m == app or m.startswith(app + ".") for m in imported)
     }
     assert importers == set()
+
+
+def test_the_architecture_page_names_every_package_and_top_level_module():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    tree = page[page.index("```\notel_posthog/") :]
+    tree = tree[: tree.index("```", 4)]
+    top = ROOT / PACKAGE
+    for entry in sorted(top.iterdir()):
+        if entry.is_dir() and (entry / "__init__.py").exists():
+            assert f"{entry.name}/" in tree, entry.name
+        elif entry.suffix == ".py" and entry.name not in {"__init__.py", "_version.py"}:
+            assert entry.name in tree, entry.name

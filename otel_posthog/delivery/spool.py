@@ -245,7 +245,7 @@ class Spool:
             return dropped
 
         with self._lock:
-            dropped = self._guarded(write)
+            dropped: int = self._guarded(write)
         if dropped:
             STATS.add("dropped", dropped)
             STATS.add("spool_dropped", dropped)

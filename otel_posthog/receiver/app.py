@@ -39,7 +39,8 @@ from ..core.headers import bearer_token
 from ..core.mapping import Event, map_span
 from ..core.settings import Settings
 from ..counters import STATS
-from ..delivery import EventSender, apply_before_send
+from ..delivery.before_send import apply_before_send
+from ..delivery.sender import EventSender
 from .body import BodyError, decode_content, read_body
 from .decode import Decoded, DecodeError, decode_json, decode_protobuf
 from .limits import Limits
@@ -64,7 +65,7 @@ class ReceiverSender(EventSender):
     def __init__(self, settings: Settings) -> None:
         spool = None
         if settings.spool_dir:
-            from ..delivery import open_spool
+            from ..delivery.spool import open_spool
 
             spool = open_spool(settings, required=True)  # the receiver's start fails
         super().__init__(settings, _already_events, spool=spool)

@@ -24,7 +24,8 @@ from ..core.mapping import Event, map_custom_events, map_span
 from ..core.settings import Settings
 from ..core.spanview import CustomEvent, GenAIFacts, SpanView
 from ..counters import STATS
-from ..delivery import EventSender, apply_before_send
+from ..delivery.before_send import apply_before_send
+from ..delivery.sender import EventSender
 from . import asgi_routes, lifecycle
 from .jwt_identity import JwtVerifier
 from .request_state import LiveRequests, RequestState
@@ -89,7 +90,7 @@ class Pipeline:
             return
         spool = None
         if settings.spool_dir:
-            from ..delivery import open_spool
+            from ..delivery.spool import open_spool
 
             spool = open_spool(settings, required=False)  # the app never fails for it
         self.sender = EventSender(settings, self.map_work, spool=spool)

@@ -25,7 +25,7 @@ from ..core.headers import valid_uuid
 from ..core.settings import Settings, resolve_settings
 from ..core.spanview import GenAIFacts
 from ..counters import STATS
-from ..delivery import EventSender
+from ..delivery.sender import EventSender
 from .genai_spans import (
     GenAIRecord,
     GenAISpans,
