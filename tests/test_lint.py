@@ -49,4 +49,3 @@ def test_mypy_strict_on_the_core():
     files = [str(ROOT / path) for path in paths]
     result = run(str(VENV_BIN / "mypy"), "--strict", "--follow-imports=silent", *files)
     assert result.returncode == 0, result.stdout + result.stderr
-
