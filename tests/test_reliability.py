@@ -27,7 +27,14 @@ from otel_posthog.delivery.spool import Spool
 from otel_posthog.sink.server import free_port
 
 from .helpers import ROOT, VENV_BIN, AppProcess, bridge_env
-from .reliability_fixtures import Outage, SpanDriver, make_events, stats_delta
+from .reliability_fixtures import (
+    InsideTransaction,
+    Outage,
+    SpanDriver,
+    make_events,
+    stats_delta,
+    wait_child,
+)
 
 
 def _record_calls(sink) -> list[float]:
@@ -277,6 +284,47 @@ def test_sender_reinitialises_in_a_forked_child(sink, tmp_path):
     got = sink.wait_for(lambda evs: len(evs) >= 10, 10)
     assert {e.uuid for e in got} == {e["uuid"] for e in parent_events + child_events}
     sender.shutdown(1)
+
+
+def test_a_child_forked_while_the_senders_thread_is_inside_a_spool_transaction_delivers(
+    sink, tmp_path
+):
+    """gunicorn --preload with a spool, made exact: the master's sender thread is inside a
+    spool transaction (its first re-send of the spool) at the fork. The child's own sender
+    delivers at once; it used to wait on SQLite locks only the parent's thread held, so a
+    worker delivered nothing."""
+    settings = resolve_settings(
+        {},
+        api_key=sink.api_key,
+        host=sink.url,
+        flush_interval_ms=50,
+        spool_dir=str(tmp_path / "spool"),
+    )
+    spool = Spool(settings)
+    inside = InsideTransaction(spool)
+    sender = EventSender(settings, list, spool=spool)  # its thread claims from the spool
+    assert inside.entered.wait(10)
+    child_events = make_events(5, "child")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            sent = STATS.snapshot(gauges=False)["sent"]
+            ok = sender.submit("events", child_events) and sender.flush(10)
+            deadline = time.monotonic() + 10  # posted by this child, not left in the spool
+            while ok and STATS.snapshot(gauges=False)["sent"] < sent + 5:  # type: ignore[operator]
+                if time.monotonic() > deadline:
+                    ok = False
+                time.sleep(0.05)
+            os._exit(0 if ok else 1)
+        finally:
+            os._exit(2)
+    inside.release()
+    try:
+        assert wait_child(pid, 20) == 0, "the child's sender hung (None) or did not deliver"
+        got = sink.wait_for(lambda evs: len(evs) >= 5, 10)
+        assert {e.uuid for e in got} == {e["uuid"] for e in child_events}
+    finally:
+        sender.shutdown(2)
 
 
 @pytest.mark.slow
