@@ -24,9 +24,8 @@ from otel_posthog.core.settings import resolve_settings
 from otel_posthog.counters import STATS, register_metrics
 from otel_posthog.delivery.sender import EventSender
 from otel_posthog.delivery.spool import Spool
-from otel_posthog.sink.server import free_port
 
-from .helpers import ROOT, VENV_BIN, AppProcess, bridge_env
+from .helpers import ROOT, VENV_BIN, AppProcess, bridge_env, listening_socket
 from .reliability_fixtures import (
     InsideTransaction,
     Outage,
@@ -336,7 +335,7 @@ def test_gunicorn_preload_workers_deliver(sink, tmp_path, spool):
     start), so the fork happens with a live thread: each worker must start its own.
     """
     extra = {"OTEL_POSTHOG_SPOOL_DIR": str(tmp_path / "spool")} if spool else {}
-    port = free_port()
+    listener = listening_socket()  # bound here and handed over: no port race
     argv = [
         str(VENV_BIN / "gunicorn"),
         "--preload",
@@ -345,22 +344,39 @@ def test_gunicorn_preload_workers_deliver(sink, tmp_path, spool):
         "-k",
         "uvicorn.workers.UvicornWorker",
         "-b",
-        f"127.0.0.1:{port}",
+        f"fd://{listener.fileno()}",
         "--graceful-timeout",
         "10",
         "otel_posthog.demo.fastapi_app.app:app",
     ]
     request_ids = [str(uuid.uuid4()) for _ in range(200)]
-    with AppProcess(bridge_env(sink, **extra), argv=argv, port=port) as app:
+    app = AppProcess(
+        bridge_env(sink, **extra),
+        argv=argv,
+        port=listener.getsockname()[1],
+        pass_fds=[listener.fileno()],
+    )
+    try:
+        app.start(60)
+    finally:
+        listener.close()  # gunicorn holds its own copy
+    try:
         session = requests.Session()
         for rid in request_ids:
             r = session.get(app.url + "/api/popular/movies", headers={"X-Request-ID": rid})
             assert r.status_code == 200
             requests.get(app.url + "/health")  # new connections: both workers serve
         got = sink.wait_for(
-            lambda evs: {e.properties.get("request_id") for e in evs} >= set(request_ids), 20
+            lambda evs: {e.properties.get("request_id") for e in evs} >= set(request_ids), 30
         )
+        deadline = time.monotonic() + 30  # both workers booted (logged by each at its start)
+        while len(set(re.findall(r"Booting worker with pid: (\d+)", app.output()))) < 2:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         output = app.output()
+    finally:
+        app.stop()
     pids = set(re.findall(r"Booting worker with pid: (\d+)", output))
     assert len(pids) >= 2, output
     api_requests = [e for e in got if e.event == "api_request"]
