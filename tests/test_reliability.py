@@ -259,7 +259,7 @@ def test_sigterm_during_an_outage_then_restart_delivers_every_event(outage, tmp_
     outage.up()
     with AppProcess(env):  # its sender re-sends the spool at start, before any traffic
         got = outage.sink.wait_for(
-            lambda evs: {e.properties.get("request_id") for e in evs} >= set(request_ids), 30
+            lambda evs: {e.properties.get("request_id") for e in evs} >= set(request_ids), 20
         )
     api_requests = [e for e in got if e.event == "api_request"]
     assert sorted(e.properties["request_id"] for e in api_requests) == sorted(request_ids)
@@ -367,7 +367,7 @@ def test_gunicorn_preload_workers_deliver(sink, tmp_path, spool):
             assert r.status_code == 200
             requests.get(app.url + "/health")  # new connections: both workers serve
         got = sink.wait_for(
-            lambda evs: {e.properties.get("request_id") for e in evs} >= set(request_ids), 30
+            lambda evs: {e.properties.get("request_id") for e in evs} >= set(request_ids), 20
         )
         deadline = time.monotonic() + 30  # both workers booted (logged by each at its start)
         while len(set(re.findall(r"Booting worker with pid: (\d+)", app.output()))) < 2:
