@@ -22,6 +22,7 @@ import requests
 import otel_posthog
 from otel_posthog.core.settings import resolve_settings
 from otel_posthog.counters import STATS, register_metrics
+from otel_posthog.delivery import spool as spool_module
 from otel_posthog.delivery.sender import EventSender
 from otel_posthog.delivery.spool import Spool
 
@@ -285,13 +286,17 @@ def test_sender_reinitialises_in_a_forked_child(sink, tmp_path):
     sender.shutdown(1)
 
 
+@pytest.mark.parametrize("fork_wait", ["waits", "outlasted"])
 def test_a_child_forked_while_the_senders_thread_is_inside_a_spool_transaction_delivers(
-    sink, tmp_path
+    sink, tmp_path, monkeypatch, fork_wait
 ):
     """gunicorn --preload with a spool, made exact: the master's sender thread is inside a
-    spool transaction (its first re-send of the spool) at the fork. The child's own sender
-    delivers at once; it used to wait on SQLite locks only the parent's thread held, so a
-    worker delivered nothing."""
+    spool transaction (its first re-send of the spool) at the fork. The fork waits for it
+    and the child's own sender delivers at once; it used to wait on SQLite locks only the
+    parent's thread held, so a worker delivered nothing. When the transaction outlasts the
+    fork's wait, the child leaves the spool alone and delivers from memory."""
+    if fork_wait == "outlasted":
+        monkeypatch.setattr(spool_module, "_FORK_WAIT_S", 0.2)
     settings = resolve_settings(
         {},
         api_key=sink.api_key,

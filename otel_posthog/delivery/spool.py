@@ -151,8 +151,8 @@ class Spool:
                 self._lock.release()
             return
         self._lock = threading.Lock()
-        if not held and self._conn is not None:
-            # forked in the middle of another thread's transaction (it outlasted
+        if not held:
+            # forked in the middle of another thread's operation (it outlasted
             # _FORK_WAIT_S): SQLite's state of this file is unusable in this process
             self._unusable_after_fork = True
 
