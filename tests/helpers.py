@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,6 +45,16 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
+def listening_socket() -> socket.socket:
+    """A socket listening on a free 127.0.0.1 port, for a server started with its fd
+    (gunicorn ``-b fd://N``): no other process can take the port in between."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
 class AppProcess:
     """A real server process (uvicorn by default) on 127.0.0.1, with its output captured."""
 
@@ -54,8 +65,10 @@ class AppProcess:
         argv: Sequence[str] | None = None,
         port: int | None = None,
         ready_path: str = "/health",
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.port = port or free_port()
+        self.pass_fds = tuple(pass_fds)
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = dict(os.environ)
         full_env.pop("OTEL_PYTHON_DISTRO", None)
@@ -73,7 +86,12 @@ class AppProcess:
     def start(self, timeout_s: float = 30.0) -> AppProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            self.argv, env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
+            self.argv,
+            env=self.env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            pass_fds=self.pass_fds,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -9,6 +9,8 @@ port then refuses connections) and brings it back on the same port and database.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -20,6 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from otel_posthog.core.mapping import event_uuid
 from otel_posthog.counters import STATS
+from otel_posthog.delivery.spool import Spool
 from otel_posthog.sdk.processor import PostHogSpanProcessor
 from otel_posthog.sink.server import LocalSink
 
@@ -133,3 +136,44 @@ def rss_mb(pid: int | None = None) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+class InsideTransaction:
+    """Holds the next thread that runs SQL on ``conn`` inside its open transaction.
+
+    A SQLite progress handler on the spool's own connection: the thread is then provably
+    in the middle of a spool operation (spool lock held, WAL write lock taken) until
+    :meth:`release` or ``hold_s`` (so a fork that waits for it is not stuck forever).
+    """
+
+    def __init__(self, spool: Spool, hold_s: float = 3.0) -> None:
+        with spool._lock:
+            self.conn = spool._connection()
+        self.entered = threading.Event()
+        self._release = threading.Event()
+        self._hold_s = hold_s
+        self._fired = False
+        self.conn.set_progress_handler(self._progress, 1)
+
+    def _progress(self) -> int:
+        if self.conn.in_transaction and not self._fired:
+            self._fired = True
+            self.entered.set()
+            self._release.wait(self._hold_s)
+        return 0
+
+    def release(self) -> None:
+        self._release.set()
+
+
+def wait_child(pid: int, timeout_s: float) -> int | None:
+    """The child's exit code, or None (and the child killed) when it is still running."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None

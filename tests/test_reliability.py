@@ -22,12 +22,19 @@ import requests
 import otel_posthog
 from otel_posthog.core.settings import resolve_settings
 from otel_posthog.counters import STATS, register_metrics
+from otel_posthog.delivery import spool as spool_module
 from otel_posthog.delivery.sender import EventSender
 from otel_posthog.delivery.spool import Spool
-from otel_posthog.sink.server import free_port
 
-from .helpers import ROOT, VENV_BIN, AppProcess, bridge_env
-from .reliability_fixtures import Outage, SpanDriver, make_events, stats_delta
+from .helpers import ROOT, VENV_BIN, AppProcess, bridge_env, listening_socket
+from .reliability_fixtures import (
+    InsideTransaction,
+    Outage,
+    SpanDriver,
+    make_events,
+    stats_delta,
+    wait_child,
+)
 
 
 def _record_calls(sink) -> list[float]:
@@ -253,7 +260,7 @@ def test_sigterm_during_an_outage_then_restart_delivers_every_event(outage, tmp_
     outage.up()
     with AppProcess(env):  # its sender re-sends the spool at start, before any traffic
         got = outage.sink.wait_for(
-            lambda evs: {e.properties.get("request_id") for e in evs} >= set(request_ids), 30
+            lambda evs: {e.properties.get("request_id") for e in evs} >= set(request_ids), 20
         )
     api_requests = [e for e in got if e.event == "api_request"]
     assert sorted(e.properties["request_id"] for e in api_requests) == sorted(request_ids)
@@ -279,6 +286,51 @@ def test_sender_reinitialises_in_a_forked_child(sink, tmp_path):
     sender.shutdown(1)
 
 
+@pytest.mark.parametrize("fork_wait", ["waits", "outlasted"])
+def test_a_child_forked_while_the_senders_thread_is_inside_a_spool_transaction_delivers(
+    sink, tmp_path, monkeypatch, fork_wait
+):
+    """gunicorn --preload with a spool, made exact: the master's sender thread is inside a
+    spool transaction (its first re-send of the spool) at the fork. The fork waits for it
+    and the child's own sender delivers at once; it used to wait on SQLite locks only the
+    parent's thread held, so a worker delivered nothing. When the transaction outlasts the
+    fork's wait, the child leaves the spool alone and delivers from memory."""
+    if fork_wait == "outlasted":
+        monkeypatch.setattr(spool_module, "_FORK_WAIT_S", 0.2)
+    settings = resolve_settings(
+        {},
+        api_key=sink.api_key,
+        host=sink.url,
+        flush_interval_ms=50,
+        spool_dir=str(tmp_path / "spool"),
+    )
+    spool = Spool(settings)
+    inside = InsideTransaction(spool)
+    sender = EventSender(settings, list, spool=spool)  # its thread claims from the spool
+    assert inside.entered.wait(10)
+    child_events = make_events(5, "child")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            sent = STATS.snapshot(gauges=False)["sent"]
+            ok = sender.submit("events", child_events) and sender.flush(10)
+            deadline = time.monotonic() + 10  # posted by this child, not left in the spool
+            while ok and STATS.snapshot(gauges=False)["sent"] < sent + 5:  # type: ignore[operator]
+                if time.monotonic() > deadline:
+                    ok = False
+                time.sleep(0.05)
+            os._exit(0 if ok else 1)
+        finally:
+            os._exit(2)
+    inside.release()
+    try:
+        assert wait_child(pid, 20) == 0, "the child's sender hung (None) or did not deliver"
+        got = sink.wait_for(lambda evs: len(evs) >= 5, 10)
+        assert {e.uuid for e in got} == {e["uuid"] for e in child_events}
+    finally:
+        sender.shutdown(2)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("spool", [False, True])
 def test_gunicorn_preload_workers_deliver(sink, tmp_path, spool):
@@ -288,7 +340,7 @@ def test_gunicorn_preload_workers_deliver(sink, tmp_path, spool):
     start), so the fork happens with a live thread: each worker must start its own.
     """
     extra = {"OTEL_POSTHOG_SPOOL_DIR": str(tmp_path / "spool")} if spool else {}
-    port = free_port()
+    listener = listening_socket()  # bound here and handed over: no port race
     argv = [
         str(VENV_BIN / "gunicorn"),
         "--preload",
@@ -297,13 +349,23 @@ def test_gunicorn_preload_workers_deliver(sink, tmp_path, spool):
         "-k",
         "uvicorn.workers.UvicornWorker",
         "-b",
-        f"127.0.0.1:{port}",
+        f"fd://{listener.fileno()}",
         "--graceful-timeout",
         "10",
         "otel_posthog.demo.fastapi_app.app:app",
     ]
     request_ids = [str(uuid.uuid4()) for _ in range(200)]
-    with AppProcess(bridge_env(sink, **extra), argv=argv, port=port) as app:
+    app = AppProcess(
+        bridge_env(sink, **extra),
+        argv=argv,
+        port=listener.getsockname()[1],
+        pass_fds=[listener.fileno()],
+    )
+    try:
+        app.start(60)
+    finally:
+        listener.close()  # gunicorn holds its own copy
+    try:
         session = requests.Session()
         for rid in request_ids:
             r = session.get(app.url + "/api/popular/movies", headers={"X-Request-ID": rid})
@@ -312,7 +374,14 @@ def test_gunicorn_preload_workers_deliver(sink, tmp_path, spool):
         got = sink.wait_for(
             lambda evs: {e.properties.get("request_id") for e in evs} >= set(request_ids), 20
         )
+        deadline = time.monotonic() + 30  # both workers booted (logged by each at its start)
+        while len(set(re.findall(r"Booting worker with pid: (\d+)", app.output()))) < 2:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         output = app.output()
+    finally:
+        app.stop()
     pids = set(re.findall(r"Booting worker with pid: (\d+)", output))
     assert len(pids) >= 2, output
     api_requests = [e for e in got if e.event == "api_request"]

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,7 @@ from otel_posthog.counters import STATS
 from otel_posthog.delivery.sender import EventSender
 from otel_posthog.delivery.spool import Spool
 
-from .reliability_fixtures import make_events, stats_delta
+from .reliability_fixtures import InsideTransaction, make_events, stats_delta, wait_child
 
 
 def _events_only(item: object) -> list:
@@ -187,3 +188,32 @@ def test_several_processes_share_one_spool_directory(tmp_path, sink):
     assert expected <= uuids and len(uuids) == 8010
     assert sink.app.state.stats["received"] == 8010  # no event posted twice
     assert Spool(path=directory).depth() == 0
+
+
+def test_a_fork_during_another_threads_write_leaves_the_child_a_working_spool(tmp_path):
+    """gunicorn --preload with a spool: the master's sender thread may be inside a spool
+    transaction when a worker forks. The fork waits for it; the child writes and claims
+    at once (it used to wait for SQLite locks that only the parent's thread held)."""
+    spool = Spool(path=str(tmp_path))
+    first, parents, childs = make_events(2, "p0"), make_events(3, "p1"), make_events(3, "c")
+    spool.write(first)
+    inside = InsideTransaction(spool)
+    writer = threading.Thread(target=spool.write, args=(parents,))
+    writer.start()
+    assert inside.entered.wait(10)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            spool.write(childs)
+            claim = spool.claim(100)
+            ok = claim is not None and [e["uuid"] for e in claim.events] == [
+                e["uuid"] for e in first + parents + childs
+            ]
+            os._exit(0 if ok else 1)
+        finally:
+            os._exit(2)
+    inside.release()
+    writer.join(10)
+    code = wait_child(pid, 20)
+    assert code == 0, "the child's spool hung (None) or held the wrong events"
+    assert spool.depth() == 8  # the child's claim is unacknowledged: still held

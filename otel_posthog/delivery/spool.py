@@ -18,7 +18,13 @@ row is one event's full JSON, so a re-sent event keeps its original ``uuid`` and
   write is one ``BEGIN IMMEDIATE`` transaction). A sender *claims* a batch with a lease
   before posting it and deletes it once PostHog accepted it; a claim whose process died
   expires after the lease and the batch is sent again (same uuids, so no double count).
-* **Fork**: connections are per process; a child opens its own on first use.
+* **Fork**: connections are per process. Before a fork (``os.register_at_fork``) the
+  spool waits for the operation in progress on another thread (at most 30 s) and closes
+  its connection, so the child inherits none of SQLite's in-process lock state for the
+  file; parent and child each open a new connection on first use (gunicorn ``--preload``
+  with a spool: the master's sender thread may be inside a transaction when it forks).
+  A child forked while an operation outlasted that wait cannot use the spool and
+  delivers from memory (logged).
 * **Corruption**: a file SQLite reports as corrupt or not a database (at start or while
   running) is moved aside as ``spool.sqlite3.corrupt-<UTC time>`` (kept for inspection,
   counted in ``spool_quarantined``, logged) and a new one is started. Other errors (a
@@ -58,6 +64,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('bytes', 0);
 """
 _ORPHANED: list[sqlite3.Connection] = []  # a parent's connections, never used in a child
+_FORK_WAIT_S = 30.0  # at fork, wait at most this long for a spool operation to end
 
 
 @dataclass(frozen=True)
@@ -98,22 +105,64 @@ class Spool:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
+        self._fork_held = False  # the lock was taken for a fork (see _before_fork)
+        self._unusable_after_fork = False
         if hasattr(os, "register_at_fork"):
             ref = weakref.ref(self)
 
-            def after_fork_in_child() -> None:
+            def before() -> None:
                 spool = ref()
-                if spool is not None:  # a thread may have held the lock at fork time
-                    spool._lock = threading.Lock()
+                if spool is not None:
+                    spool._before_fork()
 
-            os.register_at_fork(after_in_child=after_fork_in_child)
+            def after_in_parent() -> None:
+                spool = ref()
+                if spool is not None:
+                    spool._after_fork(child=False)
+
+            def after_in_child() -> None:
+                spool = ref()
+                if spool is not None:
+                    spool._after_fork(child=True)
+
+            os.register_at_fork(
+                before=before, after_in_parent=after_in_parent, after_in_child=after_in_child
+            )
         self._inode: int | None = None
         with self._lock:
             self._guarded(lambda conn: None)  # fail fast on an unusable directory
             self._close()
 
+    # -- fork ------------------------------------------------------------------------------
+    def _before_fork(self) -> None:
+        """Wait for the operation in progress (another thread's transaction) and close the
+        connection, so the child inherits no SQLite state of this file: SQLite keeps its
+        lock bookkeeping per process (the WAL write lock, the shared lock on the database),
+        and a child that inherited it would wait for locks nobody releases, or believe it
+        holds locks it does not."""
+        self._fork_held = self._lock.acquire(timeout=_FORK_WAIT_S)
+        if self._fork_held:
+            self._close()
+
+    def _after_fork(self, child: bool) -> None:
+        held, self._fork_held = self._fork_held, False
+        if not child:
+            if held:
+                self._lock.release()
+            return
+        self._lock = threading.Lock()
+        if not held:
+            # forked in the middle of another thread's operation (it outlasted
+            # _FORK_WAIT_S): SQLite's state of this file is unusable in this process
+            self._unusable_after_fork = True
+
     # -- connection ------------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
+        if self._unusable_after_fork:
+            raise sqlite3.OperationalError(
+                "the spool was in use by another thread when this process was forked; "
+                "this process delivers from memory"
+            )
         if self._conn is not None and self._pid == os.getpid():
             if self._same_file():
                 return self._conn
@@ -194,6 +243,8 @@ class Spool:
                 self._conn.close()
             except sqlite3.Error:
                 pass
+        elif self._conn is not None:  # inherited over fork: never touch it (not even close)
+            _ORPHANED.append(self._conn)
         self._conn = None
 
     def close(self) -> None:
