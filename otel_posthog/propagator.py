@@ -335,6 +335,7 @@ except ImportError:  # opentelemetry-instrumentation not installed
 _RID_NAME, _TRACERESPONSE_NAME = RESPONSE_HEADERS
 _RID_BYTES, _TRACERESPONSE_BYTES = (name.lower().encode() for name in RESPONSE_HEADERS)
 _EXPOSED = ", ".join(RESPONSE_HEADERS).encode()
+_FLAGS_HEX = tuple(f"{flags:02x}" for flags in range(256))
 # ASGI messages that carry no response headers (body chunks, trailers, websocket frames)
 _NOT_A_RESPONSE_START = frozenset(
     ("http.response.body", "http.response.trailers", "websocket.send", "websocket.close")
@@ -405,8 +406,9 @@ class PostHogResponsePropagator(_ResponseBase):
             span_ctx = span.get_span_context()
             if not span_ctx.is_valid:
                 return
-            trace_hex = f"{span_ctx.trace_id:032x}"
-            state = LIVE.get(span_ctx.span_id)
+            span_id = span_ctx.span_id
+            trace_hex = span_ctx.trace_id.to_bytes(16, "big").hex()  # valid: 128 bits
+            state = LIVE.get(span_id)
             app_rid = None
             if type(carrier) is dict:  # an ASGI message: the scan inline (every response)
                 message: dict[str, Any] = carrier  # type: ignore[assignment]
@@ -425,7 +427,9 @@ class PostHogResponsePropagator(_ResponseBase):
                 return  # a mounted app's nested middleware: the request's own layer answers
             else:
                 rid, expose = trace_hex, True
-            trace_response = f"00-{trace_hex}-{span_ctx.span_id:016x}-{span_ctx.trace_flags:02x}"
+            flags = span_ctx.trace_flags
+            flags_hex = _FLAGS_HEX[flags] if 0 <= flags < 256 else f"{flags:02x}"
+            trace_response = f"00-{trace_hex}-{span_id:016x}-{flags_hex}"
             if msg_type == "http.response.start" and isinstance(carrier, dict):
                 # what the ASGI setter does, without three calls and re-encoding constants
                 headers = carrier.get("headers")
