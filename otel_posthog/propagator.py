@@ -86,6 +86,27 @@ def _is_asgi_scope(carrier: object) -> bool:
     return isinstance(carrier, dict) and carrier.get("type") in _ASGI_SCOPES
 
 
+# sanitised short header values by their raw bytes: a session's id and distinct id come
+# again on each of its requests ("" stands for None); never a bearer token
+_CLEAN_VALUES: dict[bytes, str] = {}
+_CLEAN_MAX_BYTES = 128  # below every header's limit: the result does not depend on it
+_CLEAN_MAX_ENTRIES = 4096
+
+
+def _clean_value(value: bytes, name: str) -> str:
+    """A header value decoded and sanitised ("" for None), kept when short."""
+    try:
+        text = value.decode("utf-8")
+    except ValueError:  # never interpret escapes (unicode_escape would)
+        text = value.decode("utf-8", "replace")
+    clean = sanitize(text, _limit(name)) or ""
+    if len(value) <= _CLEAN_MAX_BYTES and name != "authorization":
+        if len(_CLEAN_VALUES) >= _CLEAN_MAX_ENTRIES:
+            _CLEAN_VALUES.clear()
+        _CLEAN_VALUES[value] = clean
+    return clean
+
+
 def _asgi_headers(carrier: object) -> dict[str, str | None] | None:
     """Our headers from an ASGI scope in one pass, sanitised (first value wins); None if
     the carrier is not one (told by its shape, the ASGI spec's: public, whatever getter).
@@ -115,13 +136,12 @@ def _asgi_headers(carrier: object) -> dict[str, str | None] | None:
             if name is BAGGAGE_HEADER:
                 found[name] = ""
                 continue
-            if not isinstance(value, bytes):
-                return None
-            try:
-                text = value.decode("utf-8")
-            except ValueError:  # never interpret escapes (unicode_escape would)
-                text = value.decode("utf-8", "replace")
-            found[name] = sanitize(text, _limit(name))
+            clean = _CLEAN_VALUES.get(value)
+            if clean is None:
+                if not isinstance(value, bytes):
+                    return None
+                clean = _clean_value(value, name)
+            found[name] = clean or None
     except (TypeError, ValueError, AttributeError):
         return None
     return found
