@@ -269,7 +269,9 @@ class PostHogPropagator(TextMapPropagator):
                     if not state.has_traceparent:
                         state.request_id = x_request_id
                         state.trace_id_hint = uuid_int(x_request_id)
-            _, trust_baggage = self._flags()
+            trust_baggage = self._trust_baggage
+            if trust_baggage is None:
+                trust_baggage = current_settings().trust_baggage
             if trust_baggage:
                 _read_baggage(carrier, context, getter, state)
             if BAGGAGE_HEADER in headers:
