@@ -19,11 +19,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from otel_posthog.core.headers import bearer_token, sanitize, uuid_int, valid_traceparent
+from otel_posthog.core.headers import (
+    bearer_token,
+    header_limit,
+    sanitize,
+    uuid_int,
+    valid_traceparent,
+)
 from otel_posthog.core.mapping import MAX_EVENT_BYTES, map_custom_events, map_span
 from otel_posthog.core.settings import Settings
 from otel_posthog.core.spanview import SERVER, CustomEvent, ExceptionInfo, RequestFacts, SpanView
 from otel_posthog.counters import STATS
+from otel_posthog.sdk import propagator
 from otel_posthog.sdk.jwt_identity import JwtVerifier
 from otel_posthog.sdk.propagator import PostHogPropagator
 from otel_posthog.sdk.request_state import STATE_KEY
@@ -83,6 +90,26 @@ def test_propagator_reads_any_headers_without_raising(headers):
     for value in (state.session_id, state.window_id, state.header_distinct_id, state.x_request_id):
         assert value is None or len(value) <= 1000
     assert state.token is None or len(state.token) <= 16_384
+
+
+@FUZZ
+@given(
+    st.sampled_from(
+        ["x-posthog-session-id", "x-posthog-distinct-id", "x-request-id", "authorization"]
+    ),
+    st.binary(max_size=300) | st.sampled_from([b"", b" ", b"\x00ab", "é".encode(), b"\xff"]),
+)
+def test_asgi_header_values_read_again_are_sanitised_the_same(name, raw):
+    """Short values are kept by their raw bytes: a repeat reads the same sanitised value,
+    and a bearer token is never kept."""
+    propagator._CLEAN_VALUES.clear()
+    expected = sanitize(raw.decode("utf-8", "replace"), header_limit(name))
+    scope = {"type": "http", "headers": [(name.encode(), raw)]}
+    for _ in range(2):
+        found = propagator._asgi_headers(scope)
+        assert found is not None and found[name] == expected
+    if name == "authorization":
+        assert raw not in propagator._CLEAN_VALUES
 
 
 def test_a_megabyte_of_header_is_cut_quickly():

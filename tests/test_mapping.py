@@ -296,3 +296,19 @@ def test_ip_only_when_enabled():
 def test_sampling_is_unbiased_for_uuid_request_ids():
     kept = sum(sampled(uuid.uuid4().int, 0.5) for _ in range(4000))
     assert 1700 < kept < 2300
+
+
+@pytest.mark.parametrize(
+    "elapsed_ns",
+    [0, 1, 499, 500, 501, 1_500, 2_500, 37_123, 45_000_500, 123_456_789, 10**15 + 501, -7],
+)
+def test_response_time_is_the_duration_rounded_to_microseconds(elapsed_ns):
+    """The same float as ``round(max(ns, 0) / 1e6, 3)``, ties and huge spans included."""
+    start = 1_700_000_000_000_000_000
+    rng = random.Random(elapsed_ns)
+    for elapsed in [elapsed_ns] + [
+        rng.randrange(0, 10**12) // 1000 * 1000 + 500 for _ in range(50)
+    ]:
+        v = view(NEW, start_ns=start, end_ns=start + elapsed)
+        props = map_span(v, Settings())[0]["properties"]
+        assert repr(props["response_time_ms"]) == repr(round(max(elapsed, 0) / 1e6, 3))

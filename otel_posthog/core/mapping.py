@@ -67,6 +67,11 @@ __all__ = [
 ]
 
 
+# below this many nanoseconds a duration's float is too close to its value to round
+# differently from the integer: only an exact tie (500 ns past a microsecond) can
+_EXACT_NS = 10**15
+
+
 def map_span(view: SpanView, settings: Settings) -> list[Event]:
     """Map one finished span to its PostHog events (empty when it is not a request).
 
@@ -107,7 +112,13 @@ def map_span(view: SpanView, settings: Settings) -> list[Event]:
     if type(status) is not int:
         status = _to_int(status)
     end_ns = view.end_ns
-    duration_ms = round(max(end_ns - view.start_ns, 0) / 1e6, 3)
+    elapsed = end_ns - view.start_ns
+    micros, rest = divmod(elapsed, 1000) if type(elapsed) is int else (0, 500)
+    if 0 <= elapsed < _EXACT_NS and rest != 500:
+        # round(elapsed / 1e6, 3) without a float round (only a tie depends on the float)
+        duration_ms = (micros + (rest > 500)) / 1000
+    else:
+        duration_ms = round(max(elapsed, 0) / 1e6, 3)
     exc = view.exceptions[-1] if view.exceptions else None
     if status is None and exc is not None:
         status = 500  # an exception escaped the instrumented layer: the server answers 500

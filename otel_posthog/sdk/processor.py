@@ -153,20 +153,22 @@ class PostHogSpanProcessor(SpanProcessor):
         if state is None:
             state = RequestState()  # no PostHogPropagator configured: attributes only
         span_ctx = span.context
+        span_id = span_ctx.span_id
         state.span = span
-        state.span_id = span_ctx.span_id
+        state.span_id = span_id
         state.trace_id = span_ctx.trace_id
-        if self.settings.redact_query:
+        settings = self.settings
+        if settings.redact_query:
             redact_span_urls(span)
         if state.token:
             result = self.verifier.resolve(state.token)
             state.jwt_distinct_id = result.distinct_id
             state.jwt_pending = result.pending
-        LIVE.put(span_ctx.span_id, state)
+        LIVE.put(span_id, state)
         if self.pipeline.exporter_submits:
             # held from the start: the exporter may get the span before our on_end runs
-            self.pipeline.hold(span_ctx.span_id, state)
-        if self.settings.span_attributes:
+            self.pipeline.hold(span_id, state)
+        if settings.span_attributes:
             set_identity_attributes(span, state)
         if time.monotonic() - self._last_sweep >= _SWEEP_EVERY_S:
             self._sweep()

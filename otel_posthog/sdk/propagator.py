@@ -87,6 +87,27 @@ def _is_asgi_scope(carrier: object) -> bool:
     return isinstance(carrier, dict) and carrier.get("type") in _ASGI_SCOPES
 
 
+# sanitised short header values by their raw bytes: a session's id and distinct id come
+# again on each of its requests ("" stands for None); never a bearer token
+_CLEAN_VALUES: dict[bytes, str] = {}
+_CLEAN_MAX_BYTES = 128  # below every header's limit: the result does not depend on it
+_CLEAN_MAX_ENTRIES = 4096
+
+
+def _clean_value(value: bytes, name: str) -> str:
+    """A header value decoded and sanitised ("" for None), kept when short."""
+    try:
+        text = value.decode("utf-8")
+    except ValueError:  # never interpret escapes (unicode_escape would)
+        text = value.decode("utf-8", "replace")
+    clean = sanitize(text, _limit(name)) or ""
+    if len(value) <= _CLEAN_MAX_BYTES and name != "authorization":
+        if len(_CLEAN_VALUES) >= _CLEAN_MAX_ENTRIES:
+            _CLEAN_VALUES.clear()
+        _CLEAN_VALUES[value] = clean
+    return clean
+
+
 def _asgi_headers(carrier: object) -> dict[str, str | None] | None:
     """Our headers from an ASGI scope in one pass, sanitised (first value wins); None if
     the carrier is not one (told by its shape, the ASGI spec's: public, whatever getter).
@@ -116,13 +137,12 @@ def _asgi_headers(carrier: object) -> dict[str, str | None] | None:
             if name is BAGGAGE_HEADER:
                 found[name] = ""
                 continue
-            if not isinstance(value, bytes):
-                return None
-            try:
-                text = value.decode("utf-8")
-            except ValueError:  # never interpret escapes (unicode_escape would)
-                text = value.decode("utf-8", "replace")
-            found[name] = sanitize(text, _limit(name))
+            clean = _CLEAN_VALUES.get(value)
+            if clean is None:
+                if not isinstance(value, bytes):
+                    return None
+                clean = _clean_value(value, name)
+            found[name] = clean or None
     except (TypeError, ValueError, AttributeError):
         return None
     return found
@@ -250,7 +270,9 @@ class PostHogPropagator(TextMapPropagator):
                     if not state.has_traceparent:
                         state.request_id = x_request_id
                         state.trace_id_hint = uuid_int(x_request_id)
-            _, trust_baggage = self._flags()
+            trust_baggage = self._trust_baggage
+            if trust_baggage is None:
+                trust_baggage = current_settings().trust_baggage
             if trust_baggage:
                 _read_baggage(carrier, context, getter, state)
             if BAGGAGE_HEADER in headers:
@@ -336,6 +358,7 @@ except ImportError:  # opentelemetry-instrumentation not installed
 _RID_NAME, _TRACERESPONSE_NAME = RESPONSE_HEADERS
 _RID_BYTES, _TRACERESPONSE_BYTES = (name.lower().encode() for name in RESPONSE_HEADERS)
 _EXPOSED = ", ".join(RESPONSE_HEADERS).encode()
+_FLAGS_HEX = tuple(f"{flags:02x}" for flags in range(256))
 # ASGI messages that carry no response headers (body chunks, trailers, websocket frames)
 _NOT_A_RESPONSE_START = frozenset(
     ("http.response.body", "http.response.trailers", "websocket.send", "websocket.close")
@@ -406,8 +429,9 @@ class PostHogResponsePropagator(_ResponseBase):
             span_ctx = span.get_span_context()
             if not span_ctx.is_valid:
                 return
-            trace_hex = f"{span_ctx.trace_id:032x}"
-            state = LIVE.get(span_ctx.span_id)
+            span_id = span_ctx.span_id
+            trace_hex = span_ctx.trace_id.to_bytes(16, "big").hex()  # valid: 128 bits
+            state = LIVE.get(span_id)
             app_rid = None
             if type(carrier) is dict:  # an ASGI message: the scan inline (every response)
                 message: dict[str, Any] = carrier  # type: ignore[assignment]
@@ -426,7 +450,9 @@ class PostHogResponsePropagator(_ResponseBase):
                 return  # a mounted app's nested middleware: the request's own layer answers
             else:
                 rid, expose = trace_hex, True
-            trace_response = f"00-{trace_hex}-{span_ctx.span_id:016x}-{span_ctx.trace_flags:02x}"
+            flags = span_ctx.trace_flags
+            flags_hex = _FLAGS_HEX[flags] if 0 <= flags < 256 else f"{flags:02x}"
+            trace_response = f"00-{trace_hex}-{span_id:016x}-{flags_hex}"
             if msg_type == "http.response.start" and isinstance(carrier, dict):
                 # what the ASGI setter does, without three calls and re-encoding constants
                 headers = carrier.get("headers")
