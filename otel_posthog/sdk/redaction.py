@@ -62,6 +62,27 @@ def redact_span_urls(span: Any) -> None:
     query string, or a span started without URL attributes, wraps ``set_attribute``.
     """
     attrs = _readable_attributes(span)
+    get = attrs.get
+    url, full, target, query = (
+        get("http.url"),
+        get("url.full"),
+        get("http.target"),
+        get("url.query"),
+    )
+    if (
+        (url is None or (type(url) is str and "?" not in url))
+        and (full is None or (type(full) is str and "?" not in full))
+        and (target is None or (type(target) is str and "?" not in target))
+        and (query is None or (type(query) is str and not query))
+        and not (url is None and full is None and target is None and query is None)
+    ):
+        return  # URL attributes, none with a query string: what _redact_each would find
+    _redact_each(span, attrs)
+
+
+def _redact_each(span: Any, attrs: Any) -> None:
+    """Each URL attribute redacted; ``set_attribute`` wrapped unless a URL attribute came
+    without a query string (the general form of :func:`redact_span_urls`' early return)."""
     seen_url = had_query = False
     for key in _ALL_KEYS:
         value = attrs.get(key)
