@@ -98,3 +98,37 @@ def test_configure_builds_its_provider_with_the_request_id_generator():
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == ["RequestIdGenerator", "True", "True"], mode
+
+
+@pytest.mark.parametrize("make_provider", [_wrapped, _patched], ids=["wrapped", "patched"])
+def test_hooks_forward_until_a_request_gives_a_hint_then_honour_it(make_provider, monkeypatch):
+    """Before any UUID X-Request-ID the hooks forward straight to the SDK's generator
+    (the fast path); the first such request turns the hint lookup on, and ids without a
+    hint are the same on both paths."""
+    from otel_posthog.sdk import propagator
+
+    monkeypatch.setattr(propagator._HINTS, "seen", False)
+    provider = make_provider()
+    tracer = provider.get_tracer("t")
+    generator = provider.id_generator
+    fast = [(generator.generate_trace_id() > 0, generator.is_trace_id_random()) for _ in range(3)]
+    with tracer.start_as_current_span("plain") as span:
+        assert span.get_span_context().trace_flags.random_trace_id
+    assert not propagator._HINTS.seen
+
+    PostHogPropagator().extract({"x-request-id": "not-a-uuid"})
+    assert not propagator._HINTS.seen  # no hint: the fast path stays
+
+    request_id = str(uuid.uuid4())
+    ctx = PostHogPropagator().extract({"x-request-id": request_id})
+    assert propagator._HINTS.seen
+    slow = [(generator.generate_trace_id() > 0, generator.is_trace_id_random()) for _ in range(3)]
+    assert slow == fast == [(True, True)] * 3
+    token = otel_context.attach(ctx)
+    try:
+        with tracer.start_as_current_span("request") as span:
+            span_ctx = span.get_span_context()
+    finally:
+        otel_context.detach(token)
+    assert span_ctx.trace_id == uuid.UUID(request_id).int
+    assert not span_ctx.trace_flags.random_trace_id

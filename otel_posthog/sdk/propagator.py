@@ -270,6 +270,8 @@ class PostHogPropagator(TextMapPropagator):
                     if not state.has_traceparent:
                         state.request_id = x_request_id
                         state.trace_id_hint = uuid_int(x_request_id)
+                        if state.trace_id_hint and not _HINTS.seen:
+                            _HINTS.seen = True
             trust_baggage = self._trust_baggage
             if trust_baggage is None:
                 trust_baggage = current_settings().trust_baggage
@@ -478,6 +480,17 @@ class PostHogResponsePropagator(_ResponseBase):
 _FROM_HINT = threading.local()  # the last trace id this thread made came from a request id
 
 
+class _Hints:
+    """Whether any request so far gave a trace id hint (a UUID ``X-Request-ID`` without
+    ``traceparent``). Until one does, the id generator hooks forward straight to the SDK's
+    generator: no context lookup and no thread-local flag per trace. Never reset."""
+
+    seen = False
+
+
+_HINTS = _Hints()
+
+
 def _trace_id_hint() -> int | None:
     state = otel_context.get_value(STATE_KEY)
     if isinstance(state, RequestState) and state.trace_id_hint:
@@ -510,10 +523,14 @@ class RequestIdGenerator(IdGenerator):
         return self.inner.generate_span_id()
 
     def generate_trace_id(self) -> int:
+        if not _HINTS.seen:
+            return self.inner.generate_trace_id()
         _FROM_HINT.value = False
         return _trace_id_hint() or self.inner.generate_trace_id()
 
     def is_trace_id_random(self) -> bool:
+        if not _HINTS.seen:
+            return self.inner.is_trace_id_random()
         return _random_unless_hinted(self.inner.is_trace_id_random())
 
     def __getattr__(self, name: str) -> Any:  # anything a newer IdGenerator adds
@@ -523,11 +540,17 @@ class RequestIdGenerator(IdGenerator):
 def _wrap_methods(
     original: Callable[[], int], original_random: Callable[[], bool]
 ) -> tuple[Callable[[], int], Callable[[], bool]]:
+    hints = _HINTS
+
     def generate_trace_id() -> int:
+        if not hints.seen:
+            return original()
         _FROM_HINT.value = False
         return _trace_id_hint() or original()
 
     def is_trace_id_random() -> bool:
+        if not hints.seen:
+            return original_random()
         return _random_unless_hinted(original_random())
 
     return generate_trace_id, is_trace_id_random
