@@ -147,8 +147,9 @@ def event_uuid(trace_id: int, span_id: int, name: str, index: int | None = None)
     """
     nibble = _KIND_NIBBLE.get(name) if index is None else None
     if nibble is not None:
-        t = f"{trace_id & _RANDOM_BITS:014x}"
-        sp = f"{span_id & _SPAN_BITS:016x}"
+        # bytes -> hex: a format spec on an int runs the general formatter
+        t = (trace_id & _RANDOM_BITS).to_bytes(7, "big").hex()
+        sp = (span_id & _SPAN_BITS).to_bytes(8, "big").hex()
         return f"{t[:8]}-{t[8:12]}-8{t[12:]}{sp[0]}-{nibble}{sp[1:4]}-{sp[4:]}"
     key = f"{trace_id:032x}:{span_id:016x}:{name}"
     if index is not None:
@@ -327,7 +328,11 @@ def anonymous_distinct_id(request_id: str) -> str:
 def _correlate(view: SpanView, settings: Settings, props: dict[str, Any]) -> str:
     """Add the properties every event of one request shares; returns its distinct_id."""
     attrs = view.attributes
-    trace_hex = f"{view.trace_id:032x}"
+    trace_id, span_id = view.trace_id, view.span_id
+    try:  # bytes -> hex: a format spec on an int runs the general formatter
+        trace_hex, span_hex = trace_id.to_bytes(16, "big").hex(), span_id.to_bytes(8, "big").hex()
+    except OverflowError:  # negative or too long: not a valid id, formatted as it is
+        trace_hex, span_hex = f"{trace_id:032x}", f"{span_id:016x}"
     facts = view.facts
     rid = trace_hex
     person: Any = None
@@ -350,7 +355,7 @@ def _correlate(view: SpanView, settings: Settings, props: dict[str, Any]) -> str
             person, identified = anonymous_distinct_id(rid), False
     props["request_id"] = rid
     props["$trace_id"] = trace_hex
-    props["$span_id"] = f"{view.span_id:016x}"
+    props["$span_id"] = span_hex
     if session is None:
         session = _first(attrs, _SESSION)
     if session is not None:
