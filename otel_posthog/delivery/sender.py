@@ -43,6 +43,8 @@ class EventSender:
 
     def __init__(self, settings: Settings, mapper: Mapper, spool: Spool | None = None) -> None:
         self.settings = settings
+        # read on every submit (settings are frozen)
+        self._max_queue_size, self._batch_size = settings.max_queue_size, settings.batch_size
         self.mapper = mapper
         self.spool = spool
         self._init_process_state()
@@ -95,10 +97,10 @@ class EventSender:
         if self._thread is None:  # a fork resets it (register_at_fork)
             self._start()
         queue = self._queue
-        if len(queue) >= self.settings.max_queue_size:
+        if len(queue) >= self._max_queue_size:
             return self._overflow(kind, item)
         queue.append((kind, item))
-        if len(queue) >= self.settings.batch_size and not self._wake.is_set():
+        if len(queue) >= self._batch_size and not self._wake.is_set():
             self._wake.set()  # once: set() takes a lock, and the worker may be busy a while
         return True
 

@@ -62,6 +62,8 @@ class GenAIWork(NamedTuple):
 
 
 Work = SpanWork | LateCapture | GenAIWork  # what the sender's worker maps
+# a NamedTuple's own __new__ is Python code: the request path builds its SpanWork directly
+_new_tuple = tuple.__new__
 
 
 class Pipeline:
@@ -134,7 +136,7 @@ class Pipeline:
             # captures from now on go out through emit_late: not with the span too
             captured = len(state.captures)
             # GenAI spans that ended in the request: state.genai, frozen from now on
-        self.sender.submit("work", SpanWork(span, state, captured))
+        self.sender.submit("work", _new_tuple(SpanWork, (span, state, captured)))
 
     def submit_genai(
         self, span: ReadableSpan, state: RequestState | None, genai: GenAIFacts
