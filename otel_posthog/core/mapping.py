@@ -99,7 +99,11 @@ def map_span(view: SpanView, settings: Settings) -> list[Event]:
     route = facts.route if facts is not None and facts.route else attrs.get("http.route")
     path = attrs.get("url.path")
     if not path or type(path) is not str or "?" in path or "#" in path:
-        path = request_path(attrs)
+        target = None if path else attrs.get("http.target")
+        if target and type(target) is str and "?" not in target and "#" not in target:
+            path = target  # what request_path gives for a plain http.target, without its splits
+        else:
+            path = request_path(attrs)
     shared, threshold, route_excluded = _route_properties(settings, resource, route, method)
     if route_excluded or path in settings.excluded_routes:
         return []
