@@ -118,6 +118,7 @@ def sdk_probe() -> SdkProbe:
             and span._status is span.status
             and span._resource is span.resource
             and span._attributes is not None
+            and span._name == span.name
         )
         raw = getattr(span._attributes, "_dict", None)
         attribute_dict = isinstance(raw, dict) and dict(raw) == dict(span.attributes)
@@ -129,7 +130,7 @@ def sdk_probe() -> SdkProbe:
         return SdkProbe(False, False, False)
 
 
-SpanFields = tuple[Any, Any, Any, Any, Any, Any, Any, Any]
+SpanFields = tuple[Any, Any, Any, Any, Any, Any, Any, Any, Any]
 
 
 def _public_fields(span: Any) -> SpanFields:
@@ -142,6 +143,7 @@ def _public_fields(span: Any) -> SpanFields:
         span.status,
         span.attributes,
         span.resource,
+        span.name,
     )
 
 
@@ -156,6 +158,7 @@ def _private_fields(span: Any) -> SpanFields:
             span._status,
             span._attributes,
             span._resource,
+            span._name,
         )
     except AttributeError:  # another ReadableSpan implementation
         return _public_fields(span)

@@ -1,4 +1,4 @@
-"""The queue hand-off's work item, built without the NamedTuple's Python ``__new__``."""
+"""The queue hand-off's work item and the span fields the export path reads."""
 
 from __future__ import annotations
 
@@ -14,3 +14,22 @@ def test_span_work_built_directly_is_the_named_tuple() -> None:
     assert type(direct) is SpanWork
     assert direct == built
     assert (direct.span, direct.state, direct.captured) == (span, state, 3)
+
+
+def test_private_span_fields_are_the_public_ones() -> None:
+    """The fields the export path reads from a finished SDK span's storage (its name
+    included) are what its public properties return."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import SpanKind
+
+    from otel_posthog import compat
+
+    tracer = TracerProvider().get_tracer("fields-test")
+    span = tracer.start_span("GET /items/{id}", kind=SpanKind.SERVER, attributes={"a": "b"})
+    span.end()
+    for finished in (span, span._readable_span()):
+        private, public = compat._private_fields(finished), compat._public_fields(finished)
+        assert len(private) == len(public) == 9
+        for mine, theirs in zip(private[:-1], public[:-1], strict=True):
+            assert mine is theirs or mine == theirs
+        assert private[-1] == public[-1] == "GET /items/{id}"

@@ -53,9 +53,9 @@ def _resource_attributes(resource: Any) -> Mapping[str, Any]:
 
 
 def view_from_sdk_span(span: ReadableSpan, facts: RequestFacts | None = None) -> SpanView:
-    ctx, parent, kind, start, end, status, raw, resource = _fields(span)
+    ctx, parent, kind, start, end, status, raw, resource, name = _fields(span)
     return SpanView(
-        span.name,
+        name,
         _KINDS.get(id(kind)) or kind.name.lower(),
         ctx.trace_id if ctx else 0,
         ctx.span_id if ctx else 0,
