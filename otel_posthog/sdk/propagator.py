@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
 from .. import compat
 from ..core.headers import (
+    AUTHORIZATION_HEADER,
     DISTINCT_HEADER,
     REQUEST_ID_HEADER,
     RESPONSE_HEADERS,
@@ -101,7 +102,7 @@ def _clean_value(value: bytes, name: str) -> str:
     except ValueError:  # never interpret escapes (unicode_escape would)
         text = value.decode("utf-8", "replace")
     clean = sanitize(text, _limit(name)) or ""
-    if len(value) <= _CLEAN_MAX_BYTES and name != "authorization":
+    if len(value) <= _CLEAN_MAX_BYTES and name != AUTHORIZATION_HEADER:
         if len(_CLEAN_VALUES) >= _CLEAN_MAX_ENTRIES:
             _CLEAN_VALUES.clear()
         _CLEAN_VALUES[value] = clean
